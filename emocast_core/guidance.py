@@ -1,0 +1,198 @@
+"""Classifier-free guidance around the EmoCAST network: how the conditional and unconditional
+branches are assembled, run and combined.
+
+Upstream's single guidance scale acts on all conditions together. Its unconditional branch
+(`UpstreamBehaviour` reproduces it by default):
+  * text tokens = CLIP("") and face tokens = imageproj(zeros) (not zero: LayerNorm of the bias);
+  * face-locator features = 0 and projected audio tokens = 0;
+  * no reference tokens in self-attention, but the motion frames are still used;
+  * the emotion tokens that query the audio stay the prompt's (the same in both branches).
+
+Optional separate guidance (`GuidanceConfig.audio_scale` / `emotion_scale`) adds branches that drop
+only the audio or only the emotion text, so each condition gets its own scale.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+
+from .models.net import EmoCASTNet
+from .models.reference import DenoiserReference
+
+_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+@dataclass
+class GuidanceConfig:
+    """scale: the joint scale (upstream 3.5). audio_scale / emotion_scale: when set, extra branches
+    without audio / without the emotion text guide those conditions separately (default: off).
+    active_fraction: guidance is applied in the first `active_fraction` of the steps only (1.0 =
+    all steps); later steps use the conditional prediction alone."""
+
+    scale: float = 3.5
+    audio_scale: Optional[float] = None
+    emotion_scale: Optional[float] = None
+    active_fraction: float = 1.0
+
+    def __post_init__(self):
+        if not 0.0 <= self.active_fraction <= 1.0:
+            raise ValueError(f"active_fraction must be in [0, 1], got {self.active_fraction}")
+
+    def is_active(self, step_index: int, num_steps: int) -> bool:
+        """Whether step `step_index` (0-based) of `num_steps` is guided."""
+        return step_index < math.ceil(self.active_fraction * num_steps - 1e-9)
+
+
+@dataclass
+class VideoConditions:
+    """Conditions that stay the same over a whole video (computed once).
+
+    face_tokens / uncond_face_tokens: (1, 4, D) imageproj(face embedding) / imageproj(zeros).
+    text_tokens / uncond_text_tokens: (1, 77, D) CLIP of the prompt / of "".
+    face_locator_features: (1, C0, 1, h, w) FaceLocator output for the face-region mask.
+    region_masks: (full, face, lip), each a list over UNet levels of (1, h_l * w_l).
+    """
+
+    face_tokens: torch.Tensor
+    uncond_face_tokens: torch.Tensor
+    text_tokens: torch.Tensor
+    uncond_text_tokens: torch.Tensor
+    face_locator_features: torch.Tensor
+    region_masks: Sequence[Sequence[torch.Tensor]]
+
+    @property
+    def text_face_tokens(self) -> torch.Tensor:
+        """(2, 81, D) `[uncond; cond]` rows, as both UNets receive them."""
+        cond = torch.cat([self.text_tokens, self.face_tokens], dim=1)
+        uncond = torch.cat([self.uncond_text_tokens, self.uncond_face_tokens], dim=1)
+        return torch.cat([uncond, cond])
+
+
+def prepare_video_conditions(
+    net: EmoCASTNet,
+    face_embedding: torch.Tensor,
+    text_tokens: torch.Tensor,
+    uncond_text_tokens: torch.Tensor,
+    face_region: torch.Tensor,
+    region_masks: Sequence[Sequence[torch.Tensor]],
+) -> VideoConditions:
+    """face_embedding (1, 512); text tokens (1, 77, D); face_region (1, 3, H, W) in {0, 1}."""
+    dtype, device = net.denoising_unet.dtype, net.denoising_unet.device
+    face_embedding = face_embedding.to(device, dtype)
+    face_region = face_region.to(device, dtype)
+    return VideoConditions(
+        face_tokens=net.imageproj(face_embedding),
+        uncond_face_tokens=net.imageproj(torch.zeros_like(face_embedding)),
+        text_tokens=text_tokens.to(device, dtype),
+        uncond_text_tokens=uncond_text_tokens.to(device, dtype),
+        # The mask is the same for every frame: run the locator once and broadcast over frames.
+        face_locator_features=net.face_locator(face_region[:, :, None]),
+        region_masks=[[m.to(device, dtype).reshape(1, -1) for m in region] for region in region_masks],
+    )
+
+
+def reference_features(
+    net: EmoCASTNet, reference_latents: torch.Tensor, conditions: VideoConditions
+) -> DenoiserReference:
+    """Run the ReferenceNet at t = 0 on `[reference, motion_1, ..., motion_M]` latents (1+M, 4, h, w)
+    for both guidance branches and return what the denoiser reads, rows `[uncond; cond]`.
+
+    Upstream feeds the 2 x (1+M) images with the `[uncond; cond]` token rows *tiled* over the batch
+    (image i gets row i % 2); `reference_token_layout="per_half"` gives each half its own tokens.
+    """
+    behaviour = net.config.upstream
+    images = reference_latents.shape[0]
+    latents = reference_latents.to(net.reference_unet.device, net.reference_unet.dtype).repeat(2, 1, 1, 1)
+    tokens = conditions.text_face_tokens
+    if behaviour.reference_token_layout == "tiled":
+        image_tokens = tokens.repeat(images, 1, 1)
+    else:
+        image_tokens = tokens.repeat_interleave(images, dim=0)
+    features = net.reference_unet(latents, image_tokens, timestep=0)
+    bank_dtype = _DTYPES[behaviour.reference_bank_dtype] if behaviour.reference_bank_dtype else None
+    reference_rows = torch.tensor([False, True], device=latents.device)
+    return DenoiserReference.from_reference_net(
+        features, batch_size=2, reference_rows=reference_rows, dtype=bank_dtype,
+        tile_over_frames=behaviour.reference_tiled_over_frames,
+    )
+
+
+def predict_guided(
+    net: EmoCASTNet,
+    latents: torch.Tensor,
+    timestep: torch.Tensor | int,
+    conditions: VideoConditions,
+    audio_tokens: torch.Tensor,
+    emotion_tokens: torch.Tensor,
+    reference: DenoiserReference,
+    guidance: GuidanceConfig,
+    region_scales: Sequence[float] = (1.0, 1.0, 1.0),
+    guided: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One guided v-prediction for a clip.
+
+    latents (1, 4, F, h, w); audio_tokens (1, F, 32, D); emotion_tokens (F, 77, D) per frame.
+    Returns (guided prediction (1, 4, F, h, w), raw `[uncond; cond]` prediction (2, 4, F, h, w)).
+    With `guided=False` only the conditional branch runs (raw holds it alone).
+    """
+    unet = net.denoising_unet
+    num_frames = latents.shape[2]
+    latents = latents.to(unet.device, unet.dtype)
+    audio_tokens = audio_tokens.to(unet.device, unet.dtype)
+    emotion = emotion_tokens.to(unet.device, unet.dtype)[None]  # (1, F, 77, D)
+    locator = conditions.face_locator_features.expand(-1, -1, num_frames, -1, -1)
+
+    if not guided:
+        cond_reference = reference.select_rows(slice(1, 2))
+        cond = unet(
+            latents, timestep, conditions.text_face_tokens[1:], audio_tokens, emotion, conditions.region_masks,
+            locator, cond_reference, region_scales,
+        )
+        return cond, cond
+
+    raw = unet(
+        torch.cat([latents, latents]),
+        timestep,
+        conditions.text_face_tokens,
+        torch.cat([torch.zeros_like(audio_tokens), audio_tokens]),
+        torch.cat([emotion, emotion]),
+        conditions.region_masks,
+        torch.cat([torch.zeros_like(locator), locator]),
+        reference,
+        region_scales,
+    )
+    uncond, cond = raw.chunk(2)
+    guided_prediction = uncond + guidance.scale * (cond - uncond)
+
+    if guidance.audio_scale is not None or guidance.emotion_scale is not None:
+        guided_prediction = _add_separate_guidance(
+            net, latents, timestep, conditions, audio_tokens, emotion, locator, reference, guidance, region_scales, cond, guided_prediction
+        )
+    return guided_prediction, raw
+
+
+def _add_separate_guidance(net, latents, timestep, conditions, audio_tokens, emotion, locator, reference, guidance, region_scales, cond, guided):
+    """Add `s_a (cond - cond_without_audio)` and/or `s_e (cond - cond_without_emotion)`.
+
+    The branch without emotion uses CLIP("") in the cross-attention and as the audio query.
+    """
+    unet = net.denoising_unet
+    cond_reference = reference.select_rows(slice(1, 2))
+    if guidance.audio_scale is not None:
+        no_audio = unet(
+            latents, timestep, conditions.text_face_tokens[1:], torch.zeros_like(audio_tokens), emotion,
+            conditions.region_masks, locator, cond_reference, region_scales,
+        )
+        guided = guided + guidance.audio_scale * (cond - no_audio)
+    if guidance.emotion_scale is not None:
+        neutral_tokens = torch.cat([conditions.uncond_text_tokens, conditions.face_tokens], dim=1)
+        neutral_query = conditions.uncond_text_tokens[:, None].expand_as(emotion)
+        no_emotion = unet(
+            latents, timestep, neutral_tokens, audio_tokens, neutral_query, conditions.region_masks, locator,
+            cond_reference, region_scales,
+        )
+        guided = guided + guidance.emotion_scale * (cond - no_emotion)
+    return guided

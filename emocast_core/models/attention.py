@@ -1,0 +1,193 @@
+"""Attention blocks of both UNets.
+
+* `DecoupledTextFaceAttnProcessor` — EmoCAST's *text-guided emotive attention*: the spatial
+  cross-attention of every block reads the emotion text through SD's own K/V and the 4 face-identity
+  tokens through a second, new K/V pair; the two results share the query and are summed.
+* `SpatialTransformerBlock` — SD's self-attention / cross-attention / feed-forward block. In the
+  ReferenceNet it also returns its `norm1` output (the reference features); in the denoiser its
+  self-attention can attend to those reference features as extra keys/values.
+* `EmotiveAudioTransformerBlock` — Hallo's hierarchical audio attention (pose/face/lip branches
+  with masks and zero-initialised 1x1 convs), whose keys/values are EmoCAST's *emotive audio
+  tokens*: the emotion text queries the audio tokens first.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from diffusers.models.attention import FeedForward
+from diffusers.models.attention_processor import Attention
+from torch import nn
+
+
+def _multi_head_attention(attn: Attention, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """SDPA over `attn.heads` heads. query (B, Lq, H*d), key/value (B, Lk, H*d) -> (B, Lq, H*d)."""
+    batch, _, inner_dim = query.shape
+    head_dim = inner_dim // attn.heads
+    query = query.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+    key = key.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+    value = value.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+    out = F.scaled_dot_product_attention(query, key, value)
+    return out.transpose(1, 2).reshape(batch, -1, inner_dim)
+
+
+class DecoupledTextFaceAttnProcessor(nn.Module):
+    """Cross-attention over `[text tokens ; face tokens]` with separate K/V for the face tokens.
+
+    `encoder_hidden_states` is (B, L_text + num_face_tokens, D): the last `num_face_tokens` rows are
+    the face-identity tokens. out = to_out(Attn(q, text K/V) + face_scale * Attn(q, face K/V)).
+
+    It is an `nn.Module` installed as the `processor` of the block's `attn2`, so its weights are
+    stored as `attn2.processor.to_k_ip.0.weight` / `to_v_ip.0.weight`, the released layout.
+    """
+
+    def __init__(self, hidden_size: int, cross_attention_dim: int, num_face_tokens: int = 4, face_scale: float = 1.0):
+        super().__init__()
+        self.num_face_tokens = num_face_tokens
+        self.face_scale = face_scale
+        # Lists of one, as in the IP-Adapter layout the checkpoint uses.
+        self.to_k_ip = nn.ModuleList([nn.Linear(cross_attention_dim, hidden_size, bias=False)])
+        self.to_v_ip = nn.ModuleList([nn.Linear(cross_attention_dim, hidden_size, bias=False)])
+
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        **unused,
+    ) -> torch.Tensor:
+        if encoder_hidden_states is None:
+            raise ValueError("decoupled text/face attention needs encoder_hidden_states")
+        split = encoder_hidden_states.shape[1] - self.num_face_tokens
+        text_tokens, face_tokens = encoder_hidden_states[:, :split], encoder_hidden_states[:, split:]
+        query = attn.to_q(hidden_states)
+        text_out = _multi_head_attention(attn, query, attn.to_k(text_tokens), attn.to_v(text_tokens))
+        face_out = _multi_head_attention(attn, query, self.to_k_ip[0](face_tokens), self.to_v_ip[0](face_tokens))
+        hidden_states = text_out + self.face_scale * face_out
+        hidden_states = attn.to_out[0](hidden_states)
+        return attn.to_out[1](hidden_states)
+
+
+class SpatialTransformerBlock(nn.Module):
+    """SD1.5's transformer block with decoupled text/face cross-attention.
+
+    Shapes: hidden_states (N, L, C); encoder_hidden_states (N, 81, D).
+    `reference_tokens` (N, L_ref, C) are extra keys/values for the self-attention of the rows where
+    `reference_rows` is True (all rows when it is None); the other rows run plain self-attention —
+    upstream's reference-free unconditional branch.
+    """
+
+    def __init__(self, dim: int, num_heads: int, cross_attention_dim: int, num_face_tokens: int):
+        super().__init__()
+        head_dim = dim // num_heads
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn1 = Attention(query_dim=dim, heads=num_heads, dim_head=head_dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.attn2 = Attention(
+            query_dim=dim,
+            cross_attention_dim=cross_attention_dim,
+            heads=num_heads,
+            dim_head=head_dim,
+            processor=DecoupledTextFaceAttnProcessor(dim, cross_attention_dim, num_face_tokens),
+        )
+        self.norm3 = nn.LayerNorm(dim)
+        self.ff = FeedForward(dim, activation_fn="geglu")
+
+    def _self_attention(
+        self, normed: torch.Tensor, reference_tokens: Optional[torch.Tensor], reference_rows: Optional[torch.Tensor]
+    ) -> torch.Tensor:
+        if reference_tokens is None:
+            return self.attn1(normed)
+        with_reference = lambda rows: self.attn1(  # noqa: E731
+            normed[rows], encoder_hidden_states=torch.cat([normed[rows], reference_tokens[rows].to(normed.dtype)], dim=1)
+        )
+        if reference_rows is None or bool(reference_rows.all()):
+            return self.attn1(normed, encoder_hidden_states=torch.cat([normed, reference_tokens.to(normed.dtype)], dim=1))
+        out = torch.empty_like(normed)
+        if bool(reference_rows.any()):
+            out[reference_rows] = with_reference(reference_rows)
+        out[~reference_rows] = self.attn1(normed[~reference_rows])
+        return out
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        reference_tokens: Optional[torch.Tensor] = None,
+        reference_rows: Optional[torch.Tensor] = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (hidden_states, norm1 output). The second is what the ReferenceNet shares."""
+        normed = self.norm1(hidden_states)
+        hidden_states = self._self_attention(normed, reference_tokens, reference_rows) + hidden_states
+        hidden_states = self.attn2(self.norm2(hidden_states), encoder_hidden_states=encoder_hidden_states) + hidden_states
+        hidden_states = self.ff(self.norm3(hidden_states)) + hidden_states
+        return hidden_states, normed
+
+
+class EmotiveAudioTransformerBlock(nn.Module):
+    """Per-frame audio attention of the denoiser (one per audio module).
+
+    hidden_states (N, H*W, C) with N = batch x frames; audio_tokens (N, 32, Da);
+    emotion_tokens (N, 77, De); region_masks: pose/"full", face and lip masks, each (N, H*W);
+    region_scales: [pose, face, lip] weights.
+
+        h  <- h + SelfAttn(LN1 h)
+        A' =  LN(Attn(Q = emotion tokens, K/V = audio tokens))          (77 emotive audio tokens)
+        h  <- h + sum_r s_r * ZeroConv_r(CrossAttn_r(LN2 h, A') * M_r)
+        h  <- h + FF(LN3 h)
+    """
+
+    REGIONS = ("full", "face", "lip")
+
+    def __init__(self, dim: int, num_heads: int, audio_token_dim: int, emotion_token_dim: int, emotive_head_dim: int):
+        super().__init__()
+        head_dim = dim // num_heads
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn1 = Attention(query_dim=dim, heads=num_heads, dim_head=head_dim)
+        # Emotion queries audio: output has one token per text token, width of the text tokens.
+        self.attn_audioemo = Attention(
+            query_dim=emotion_token_dim, cross_attention_dim=audio_token_dim, heads=num_heads, dim_head=emotive_head_dim
+        )
+        self.postnorm_audioemo = nn.LayerNorm(emotion_token_dim)
+        self.norm2 = nn.LayerNorm(dim)
+        # attn2_0 / attn2_1 / attn2_2 and the zero convs: pose ("full"), face, lip branches.
+        for index, region in enumerate(self.REGIONS):
+            self.add_module(
+                f"attn2_{index}",
+                Attention(query_dim=dim, cross_attention_dim=emotion_token_dim, heads=num_heads, dim_head=head_dim),
+            )
+            conv = nn.Conv2d(dim, dim, kernel_size=1)
+            nn.init.zeros_(conv.weight)
+            nn.init.zeros_(conv.bias)
+            self.add_module(f"zero_conv_{region}", conv)
+        self.norm3 = nn.LayerNorm(dim)
+        self.ff = FeedForward(dim, activation_fn="geglu")
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        height: int,
+        width: int,
+        audio_tokens: torch.Tensor,
+        emotion_tokens: torch.Tensor,
+        region_masks: Sequence[torch.Tensor],
+        region_scales: Sequence[float],
+    ) -> torch.Tensor:
+        hidden_states = self.attn1(self.norm1(hidden_states)) + hidden_states
+        emotive_audio = self.postnorm_audioemo(self.attn_audioemo(emotion_tokens, encoder_hidden_states=audio_tokens))
+        normed = self.norm2(hidden_states)
+        batch, _, channels = normed.shape
+        branches = []
+        for index, region in enumerate(self.REGIONS):
+            attended = getattr(self, f"attn2_{index}")(normed, encoder_hidden_states=emotive_audio)
+            attended = attended * region_masks[index][:, :, None]
+            spatial = attended.transpose(1, 2).reshape(batch, channels, height, width)
+            spatial = getattr(self, f"zero_conv_{region}")(spatial)
+            branches.append(spatial.reshape(batch, channels, height * width).transpose(1, 2))
+        # Same summation order as upstream (pose + face + lip + residual).
+        hidden_states = (
+            region_scales[0] * branches[0] + region_scales[1] * branches[1] + region_scales[2] * branches[2] + hidden_states
+        )
+        return self.ff(self.norm3(hidden_states)) + hidden_states

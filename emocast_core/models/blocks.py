@@ -1,0 +1,244 @@
+"""UNet levels shared by the ReferenceNet and the denoising UNet.
+
+Feature maps and time embeddings travel frame-folded, (N, C, H, W) / (N, C_t) with
+N = batch x frames (batch-major), so SD's 2D
+layers (diffusers' `ResnetBlock2D`, `Downsample2D`, `Upsample2D`) run per frame exactly like
+upstream's "inflated" 3D layers. Each layer of a cross-attention level runs, in order:
+
+    resnet -> spatial transformer (+ reference features) -> audio module -> motion module
+
+The ReferenceNet's levels have no audio or motion modules; it collects each spatial transformer's
+`norm1` tokens instead (`BlockInputs.written_reference`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import torch
+from diffusers.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D
+from torch import nn
+
+from .config import AudioModuleConfig, MotionModuleConfig
+from .motion import MotionModule
+from .reference import DenoiserReference
+from .transformer import AudioModule, SpatialTransformer
+
+
+@dataclass
+class BlockInputs:
+    """Per-call conditioning handed to every level (frame-folded where per frame).
+
+    encoder_hidden_states: (N, L_text + L_face, D) text+face tokens per frame row.
+    audio_tokens / emotion_tokens: (N, 32, D) / (N, 77, D), denoiser only.
+    region_masks: per UNet level, the (full, face, lip) masks, each (N, h*w); denoiser only.
+    region_scales: [pose, face, lip] weights of the audio branches.
+    reference: reference features to read (denoiser) or None.
+    written_reference: where the ReferenceNet puts its features (block path -> tokens), or None.
+    """
+
+    num_frames: int
+    encoder_hidden_states: torch.Tensor
+    audio_tokens: Optional[torch.Tensor] = None
+    emotion_tokens: Optional[torch.Tensor] = None
+    region_masks: Optional[Sequence[Sequence[torch.Tensor]]] = None
+    region_scales: Sequence[float] = (1.0, 1.0, 1.0)
+    reference: Optional[DenoiserReference] = None
+    written_reference: Optional[dict[str, torch.Tensor]] = field(default=None)
+    run_plain_motion_modules: bool = False
+
+
+@dataclass
+class LevelSpec:
+    """What a level is built with (the same for every level of one UNet, except the channels)."""
+
+    temb_channels: int
+    num_heads: int
+    cross_attention_dim: int
+    num_face_tokens: int
+    norm_num_groups: int
+    norm_eps: float
+    act_fn: str
+    level: int  # index into the region-mask pyramid (0 = full latent resolution)
+    audio: Optional[AudioModuleConfig] = None  # None: no audio modules (ReferenceNet)
+    motion: Optional[MotionModuleConfig] = None  # None: no motion modules at this level
+
+    def resnet(self, in_channels: int, out_channels: int, output_scale_factor: float = 1.0) -> ResnetBlock2D:
+        return ResnetBlock2D(
+            in_channels=in_channels,
+            out_channels=out_channels,
+            temb_channels=self.temb_channels,
+            eps=self.norm_eps,
+            groups=self.norm_num_groups,
+            non_linearity=self.act_fn,
+            output_scale_factor=output_scale_factor,
+        )
+
+    def spatial(self, channels: int) -> SpatialTransformer:
+        return SpatialTransformer(channels, self.num_heads, self.cross_attention_dim, self.num_face_tokens, self.norm_num_groups)
+
+    def audio_module(self, channels: int, width_source: int) -> AudioModule:
+        # Upstream sizes the audio module from `width_source // heads` heads-widths, not `channels`.
+        inner_dim = self.num_heads * (width_source // self.num_heads)
+        return AudioModule(
+            channels,
+            inner_dim,
+            self.num_heads,
+            self.norm_num_groups,
+            self.audio.audio_token_dim,
+            self.audio.emotion_token_dim,
+            self.audio.emotive_head_dim,
+        )
+
+    def motion_module(self, channels: int) -> MotionModule:
+        m = self.motion
+        return MotionModule(channels, m.num_attention_heads, m.num_transformer_blocks, m.num_attention_blocks, m.max_frames, m.norm_num_groups)
+
+
+class _AttentionLayers(nn.Module):
+    """The spatial -> audio -> motion part of a cross-attention layer (shared by all level kinds)."""
+
+    attentions: nn.ModuleList
+    audio_modules: Optional[nn.ModuleList]
+    motion_modules: Optional[nn.ModuleList]
+
+    def _build_attention_layers(self, spec: LevelSpec, channels: Sequence[int], audio_widths: Sequence[int]) -> None:
+        self.level = spec.level
+        self.attentions = nn.ModuleList([spec.spatial(c) for c in channels])
+        self.audio_modules = (
+            nn.ModuleList([spec.audio_module(c, w) for c, w in zip(channels, audio_widths)]) if spec.audio else None
+        )
+        self.motion_modules = nn.ModuleList([spec.motion_module(c) for c in channels]) if spec.motion else None
+
+    def _attention_layer(self, index: int, hidden_states: torch.Tensor, inputs: BlockInputs) -> torch.Tensor:
+        spatial = self.attentions[index]
+        key = spatial.reference_key
+        reference_tokens = reference_rows = motion_tokens = None
+        if inputs.reference is not None:
+            reference_tokens, reference_rows, motion_tokens = inputs.reference.for_block(key, inputs.num_frames)
+        hidden_states, written = spatial(hidden_states, inputs.encoder_hidden_states, reference_tokens, reference_rows)
+        if inputs.written_reference is not None:
+            inputs.written_reference[key] = written
+
+        if self.audio_modules is not None:
+            masks = [region[self.level] for region in inputs.region_masks]
+            hidden_states = self.audio_modules[index](
+                hidden_states, inputs.audio_tokens, inputs.emotion_tokens, masks, inputs.region_scales
+            )
+        if self.motion_modules is not None:
+            motion_frames = None
+            if motion_tokens is not None and motion_tokens.shape[1] > 0:
+                # Motion-frame tokens (B, M, H*W, C) become feature maps (B, M, C, H, W). Upstream does
+                # this only in a train-mode branch; here it is the behaviour.
+                _, _, height, width = hidden_states.shape
+                b, m, _, c = motion_tokens.shape
+                motion_frames = motion_tokens.reshape(b, m, height, width, c).permute(0, 1, 4, 2, 3)
+            hidden_states = self.motion_modules[index](hidden_states, inputs.num_frames, motion_frames)
+        return hidden_states
+
+
+class CrossAttnDownLevel(_AttentionLayers):
+    def __init__(self, spec: LevelSpec, in_channels: int, out_channels: int, num_layers: int, add_downsample: bool, downsample_padding: int):
+        super().__init__()
+        layer_inputs = [in_channels] + [out_channels] * (num_layers - 1)
+        self.resnets = nn.ModuleList([spec.resnet(c, out_channels) for c in layer_inputs])
+        # Released layout: the audio module of layer i is as wide as that layer's input.
+        self._build_attention_layers(spec, [out_channels] * num_layers, layer_inputs)
+        self.downsamplers = (
+            nn.ModuleList([Downsample2D(out_channels, use_conv=True, out_channels=out_channels, padding=downsample_padding, name="op")])
+            if add_downsample
+            else None
+        )
+
+    def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor, inputs: BlockInputs):
+        skips = ()
+        for index, resnet in enumerate(self.resnets):
+            hidden_states = self._attention_layer(index, resnet(hidden_states, temb), inputs)
+            skips += (hidden_states,)
+        if self.downsamplers is not None:
+            hidden_states = self.downsamplers[0](hidden_states)
+            skips += (hidden_states,)
+        return hidden_states, skips
+
+
+class DownLevel(nn.Module):
+    def __init__(self, spec: LevelSpec, in_channels: int, out_channels: int, num_layers: int, add_downsample: bool, downsample_padding: int):
+        super().__init__()
+        layer_inputs = [in_channels] + [out_channels] * (num_layers - 1)
+        self.resnets = nn.ModuleList([spec.resnet(c, out_channels) for c in layer_inputs])
+        self.motion_modules = nn.ModuleList([spec.motion_module(out_channels) for _ in layer_inputs]) if spec.motion else None
+        self.downsamplers = (
+            nn.ModuleList([Downsample2D(out_channels, use_conv=True, out_channels=out_channels, padding=downsample_padding, name="op")])
+            if add_downsample
+            else None
+        )
+
+    def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor, inputs: BlockInputs):
+        skips = ()
+        for index, resnet in enumerate(self.resnets):
+            hidden_states = resnet(hidden_states, temb)
+            if self.motion_modules is not None and inputs.run_plain_motion_modules:
+                hidden_states = self.motion_modules[index](hidden_states, inputs.num_frames)
+            skips += (hidden_states,)
+        if self.downsamplers is not None:
+            hidden_states = self.downsamplers[0](hidden_states)
+            skips += (hidden_states,)
+        return hidden_states, skips
+
+
+class CrossAttnMidLevel(_AttentionLayers):
+    def __init__(self, spec: LevelSpec, channels: int, output_scale_factor: float):
+        super().__init__()
+        self.resnets = nn.ModuleList([spec.resnet(channels, channels, output_scale_factor) for _ in range(2)])
+        self._build_attention_layers(spec, [channels], [channels])
+
+    def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor, inputs: BlockInputs):
+        hidden_states = self.resnets[0](hidden_states, temb)
+        hidden_states = self._attention_layer(0, hidden_states, inputs)
+        return self.resnets[1](hidden_states, temb)
+
+
+def _up_resnet_inputs(in_channels: int, prev_output_channels: int, out_channels: int, num_layers: int) -> list[int]:
+    """Resnet input widths of an up level: previous output (or this level's) + the skip width."""
+    widths = []
+    for i in range(num_layers):
+        skip = in_channels if i == num_layers - 1 else out_channels
+        previous = prev_output_channels if i == 0 else out_channels
+        widths.append(previous + skip)
+    return widths
+
+
+class CrossAttnUpLevel(_AttentionLayers):
+    def __init__(self, spec: LevelSpec, in_channels: int, prev_output_channels: int, out_channels: int, num_layers: int, add_upsample: bool):
+        super().__init__()
+        widths = _up_resnet_inputs(in_channels, prev_output_channels, out_channels, num_layers)
+        self.resnets = nn.ModuleList([spec.resnet(w, out_channels) for w in widths])
+        # Released layout: every audio module of an up level is as wide as the level's skip input.
+        self._build_attention_layers(spec, [out_channels] * num_layers, [in_channels] * num_layers)
+        self.upsamplers = nn.ModuleList([Upsample2D(out_channels, use_conv=True, out_channels=out_channels)]) if add_upsample else None
+
+    def forward(self, hidden_states, skips, temb, inputs: BlockInputs, upsample_size=None):
+        for index, resnet in enumerate(self.resnets):
+            hidden_states = torch.cat([hidden_states, skips[-1 - index]], dim=1)
+            hidden_states = self._attention_layer(index, resnet(hidden_states, temb), inputs)
+        if self.upsamplers is not None:
+            hidden_states = self.upsamplers[0](hidden_states, upsample_size)
+        return hidden_states
+
+
+class UpLevel(nn.Module):
+    def __init__(self, spec: LevelSpec, in_channels: int, prev_output_channels: int, out_channels: int, num_layers: int, add_upsample: bool):
+        super().__init__()
+        widths = _up_resnet_inputs(in_channels, prev_output_channels, out_channels, num_layers)
+        self.resnets = nn.ModuleList([spec.resnet(w, out_channels) for w in widths])
+        self.motion_modules = nn.ModuleList([spec.motion_module(out_channels) for _ in widths]) if spec.motion else None
+        self.upsamplers = nn.ModuleList([Upsample2D(out_channels, use_conv=True, out_channels=out_channels)]) if add_upsample else None
+
+    def forward(self, hidden_states, skips, temb, inputs: BlockInputs, upsample_size=None):
+        for index, resnet in enumerate(self.resnets):
+            hidden_states = resnet(torch.cat([hidden_states, skips[-1 - index]], dim=1), temb)
+            if self.motion_modules is not None and inputs.run_plain_motion_modules:
+                hidden_states = self.motion_modules[index](hidden_states, inputs.num_frames)
+        if self.upsamplers is not None:
+            hidden_states = self.upsamplers[0](hidden_states, upsample_size)
+        return hidden_states

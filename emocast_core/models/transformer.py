@@ -1,0 +1,99 @@
+"""Token containers around the transformer blocks: GroupNorm -> 1x1 conv in -> blocks -> 1x1 conv
+out -> residual, on frame-folded feature maps (N = batch x frames, C, H, W)."""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+from .attention import EmotiveAudioTransformerBlock, SpatialTransformerBlock
+
+
+def _to_tokens(feature_map: torch.Tensor) -> torch.Tensor:
+    n, c, h, w = feature_map.shape
+    return feature_map.permute(0, 2, 3, 1).reshape(n, h * w, c)
+
+
+def _to_feature_map(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    n, _, c = tokens.shape
+    return tokens.reshape(n, height, width, c).permute(0, 3, 1, 2).contiguous()
+
+
+class SpatialTransformer(nn.Module):
+    """SD's `Transformer2DModel` (conv projections) holding `SpatialTransformerBlock`s."""
+
+    def __init__(self, channels: int, num_heads: int, cross_attention_dim: int, num_face_tokens: int, norm_num_groups: int):
+        super().__init__()
+        self.norm = nn.GroupNorm(norm_num_groups, channels, eps=1e-6)
+        self.proj_in = nn.Conv2d(channels, channels, kernel_size=1)
+        self.transformer_blocks = nn.ModuleList(
+            [SpatialTransformerBlock(channels, num_heads, cross_attention_dim, num_face_tokens)]
+        )
+        self.proj_out = nn.Conv2d(channels, channels, kernel_size=1)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        reference_tokens: Optional[torch.Tensor] = None,
+        reference_rows: Optional[torch.Tensor] = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """hidden_states (N, C, H, W), encoder_hidden_states (N, L, D).
+
+        Returns the output map and the `norm1` tokens (N, H*W, C) of the (single) block: the
+        reference features this layer shares when it runs in the ReferenceNet.
+        """
+        _, _, height, width = hidden_states.shape
+        residual = hidden_states
+        tokens = _to_tokens(self.proj_in(self.norm(hidden_states)))
+        (block,) = self.transformer_blocks
+        tokens, reference_features = block(tokens, encoder_hidden_states, reference_tokens, reference_rows)
+        hidden_states = self.proj_out(_to_feature_map(tokens, height, width))
+        return hidden_states + residual, reference_features
+
+
+class AudioModule(nn.Module):
+    """Hallo's audio module: `EmotiveAudioTransformerBlock` in a conv-projected container.
+
+    Its inner width may differ from the feature width: the released layout takes it from the
+    enclosing block's *input* channels (see `blocks.py`), so proj_in maps `channels -> inner_dim`.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        inner_dim: int,
+        num_heads: int,
+        norm_num_groups: int,
+        audio_token_dim: int,
+        emotion_token_dim: int,
+        emotive_head_dim: int,
+    ):
+        super().__init__()
+        self.norm = nn.GroupNorm(norm_num_groups, channels, eps=1e-6)
+        self.proj_in = nn.Conv2d(channels, inner_dim, kernel_size=1)
+        self.transformer_blocks = nn.ModuleList(
+            [EmotiveAudioTransformerBlock(inner_dim, num_heads, audio_token_dim, emotion_token_dim, emotive_head_dim)]
+        )
+        self.proj_out = nn.Conv2d(inner_dim, channels, kernel_size=1)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        audio_tokens: torch.Tensor,
+        emotion_tokens: torch.Tensor,
+        region_masks: Sequence[torch.Tensor],
+        region_scales: Sequence[float],
+    ) -> torch.Tensor:
+        """hidden_states (N, C, H, W); audio_tokens (N, 32, D); emotion_tokens (N, 77, D);
+        region_masks 3 x (N, H*W) at this resolution."""
+        _, _, height, width = hidden_states.shape
+        for mask in region_masks:
+            if mask.shape[-1] != height * width:
+                raise ValueError(f"region mask has {mask.shape[-1]} values, the {height}x{width} level needs {height * width}")
+        residual = hidden_states
+        tokens = _to_tokens(self.proj_in(self.norm(hidden_states)))
+        for block in self.transformer_blocks:
+            tokens = block(tokens, height, width, audio_tokens, emotion_tokens, region_masks, region_scales)
+        return self.proj_out(_to_feature_map(tokens, height, width)) + residual
