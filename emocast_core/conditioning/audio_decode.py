@@ -1,0 +1,233 @@
+"""Decoding driving audio into one mono float32 waveform at the rate wav2vec2 expects.
+
+Every input kind (a file path of any container FFmpeg reads, a ComfyUI ``AUDIO`` dict, or an
+``(array, sample_rate)`` pair) ends up as :class:`DecodedAudio`: mono, float32, at ``sample_rate``.
+
+The steps follow what the upstream code got from ``librosa.load(path, sr=16000)`` so that a 16 kHz
+PCM16 WAV gives bit-identical samples: integer PCM is scaled by ``1 / 2**(bits-1)``, channels are
+averaged, and the mono signal is resampled with soxr (high quality) to ``ceil(n * new_rate / old_rate)``
+samples.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, Mapping, Union
+
+import numpy as np
+import torch
+
+WAV2VEC_SAMPLE_RATE = 16000
+
+# Peak level under which a clip counts as silent. -70 dBFS is about 10 LSB of 16-bit PCM: dither or
+# hum, nothing a speech model can follow; wav2vec2's per-clip normalisation would only blow it up.
+SILENCE_PEAK_DBFS = -70.0
+
+# Full-scale value of each integer sample format PyAV hands back (planar and packed alike).
+_INTEGER_FULL_SCALE = {"u8": 128.0, "s16": 32768.0, "s32": 2147483648.0, "s64": 9223372036854775808.0}
+
+
+class AudioDecodeError(ValueError):
+    """A driving-audio input that cannot be used: unreadable, without audio, empty or silent."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodedAudio:
+    """Mono audio ready for feature extraction.
+
+    Attributes:
+        waveform: float32 samples, shape (num_samples,), full scale = 1.0.
+        sample_rate: samples per second of ``waveform``.
+        start_seconds: where ``waveform[0]`` lies in the original source (non-zero after :meth:`crop`).
+        source: a short description of where the audio came from (file path or input kind), for messages.
+    """
+
+    waveform: np.ndarray
+    sample_rate: int
+    start_seconds: float = 0.0
+    source: str = "<array>"
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.waveform.shape[0])
+
+    @property
+    def duration_seconds(self) -> float:
+        return self.num_samples / self.sample_rate
+
+    @property
+    def end_seconds(self) -> float:
+        """End of this waveform in the original source, in seconds."""
+        return self.start_seconds + self.duration_seconds
+
+    def crop(self, start_seconds: float = 0.0, duration_seconds: float | None = None) -> "DecodedAudio":
+        """Cut a span out of the waveform; times are relative to this waveform's first sample.
+
+        The returned object records the absolute start, so a node can report the exact span used.
+        """
+        if start_seconds < 0 or (duration_seconds is not None and duration_seconds <= 0):
+            raise ValueError(f"invalid crop start={start_seconds} s, duration={duration_seconds} s")
+        first = min(int(round(start_seconds * self.sample_rate)), self.num_samples)
+        last = self.num_samples
+        if duration_seconds is not None:
+            last = min(first + int(round(duration_seconds * self.sample_rate)), self.num_samples)
+        return dataclasses.replace(
+            self,
+            waveform=self.waveform[first:last],
+            start_seconds=self.start_seconds + first / self.sample_rate,
+        )
+
+    def to_comfy_audio(self) -> dict:
+        """ComfyUI ``AUDIO`` dict: ``{"waveform": Tensor (1, 1, num_samples), "sample_rate": int}``."""
+        waveform = torch.from_numpy(np.ascontiguousarray(self.waveform)).reshape(1, 1, -1)
+        return {"waveform": waveform, "sample_rate": int(self.sample_rate)}
+
+
+AudioSource = Union[str, os.PathLike, Mapping[str, Any], tuple, DecodedAudio]
+
+
+def load_audio(source: AudioSource, *, sample_rate: int = WAV2VEC_SAMPLE_RATE) -> DecodedAudio:
+    """Decode ``source`` into mono float32 at ``sample_rate``.
+
+    Args:
+        source: a file path (wav, mp3, flac, ogg, m4a/aac, or a video whose first audio track is used),
+            a ComfyUI ``AUDIO`` dict ``{"waveform": Tensor (B, C, T), "sample_rate": int}`` (batch item 0),
+            an ``(array, sample_rate)`` pair with array shape (T,) or (C, T), or a :class:`DecodedAudio`.
+        sample_rate: output rate in Hz.
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        AudioDecodeError: the file cannot be decoded, has no audio stream, or holds no samples.
+    """
+    if isinstance(source, DecodedAudio):
+        channels, rate, label = source.waveform[None, :], source.sample_rate, source.source
+        start_seconds = source.start_seconds
+    elif isinstance(source, (str, os.PathLike)):
+        channels, rate = _decode_file(Path(source))
+        label, start_seconds = str(source), 0.0
+    elif isinstance(source, Mapping):
+        channels, rate = _channels_from_comfy_audio(source)
+        label, start_seconds = "<ComfyUI AUDIO>", 0.0
+    elif isinstance(source, tuple) and len(source) == 2:
+        channels, rate = _channels_from_array(source[0]), int(source[1])
+        label, start_seconds = "<array>", 0.0
+    else:
+        raise TypeError(
+            "audio source must be a file path, a ComfyUI AUDIO dict, an (array, sample_rate) pair "
+            f"or DecodedAudio, got {type(source).__name__}"
+        )
+    if channels.shape[-1] == 0:
+        raise AudioDecodeError(f"{label}: the audio holds no samples")
+    if rate <= 0:
+        raise AudioDecodeError(f"{label}: invalid sample rate {rate}")
+    mono = channels.mean(axis=0, dtype=np.float32) if channels.shape[0] > 1 else channels[0]
+    mono = resample(mono, rate, sample_rate)
+    return DecodedAudio(np.ascontiguousarray(mono, dtype=np.float32), int(sample_rate), start_seconds, label)
+
+
+def resample(waveform: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """Resample mono float32 audio (T,) with soxr "HQ"; the result has ``ceil(T * to / from)`` samples.
+
+    The length rule is librosa's (``fix_length`` after soxr), which the upstream frame counts rest on.
+    """
+    if from_rate == to_rate:
+        return waveform
+    import soxr  # imported here so decoding 16 kHz input never needs the extension
+
+    resampled = soxr.resample(waveform, from_rate, to_rate, quality="HQ").astype(np.float32, copy=False)
+    target_length = -(-waveform.shape[0] * to_rate // from_rate)
+    if resampled.shape[0] < target_length:
+        resampled = np.pad(resampled, (0, target_length - resampled.shape[0]))
+    return resampled[:target_length]
+
+
+def is_silent(waveform: np.ndarray, peak_dbfs: float = SILENCE_PEAK_DBFS) -> bool:
+    """True when the absolute peak of ``waveform`` is below ``peak_dbfs`` (full scale = 1.0)."""
+    if waveform.size == 0:
+        return True
+    return float(np.max(np.abs(waveform))) < 10.0 ** (peak_dbfs / 20.0)
+
+
+def _decode_file(path: Path) -> tuple[np.ndarray, int]:
+    """All samples of the first audio stream of ``path`` as float32 (channels, T), and its rate."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: audio file not found")
+    import av  # PyAV is only needed for files
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                kinds = ", ".join(sorted({s.type for s in container.streams})) or "none"
+                raise AudioDecodeError(f"{path}: the file has no audio stream (streams: {kinds})")
+            stream = container.streams.audio[0]
+            blocks, rate = [], None
+            for frame in container.decode(stream):
+                rate = rate or frame.sample_rate
+                if frame.sample_rate != rate:
+                    raise AudioDecodeError(f"{path}: the sample rate changes inside the stream")
+                blocks.append(_frame_to_channels(frame))
+    except AudioDecodeError:
+        raise
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError, ValueError) as error:
+        raise AudioDecodeError(f"{path}: cannot decode audio ({error})") from error
+    if not blocks:
+        raise AudioDecodeError(f"{path}: the audio stream holds no samples")
+    return np.concatenate(blocks, axis=1), int(rate)
+
+
+def _frame_to_channels(frame) -> np.ndarray:
+    """One PyAV AudioFrame as float32 (channels, samples), integer PCM scaled to full scale 1.0."""
+    samples = frame.to_ndarray()
+    num_channels = len(frame.layout.channels)
+    if not frame.format.is_planar:  # packed formats come back as (1, samples * channels), interleaved
+        samples = samples.reshape(-1, num_channels).T
+    base_format = frame.format.name.rstrip("p")
+    if base_format in _INTEGER_FULL_SCALE:
+        offset = 128.0 if base_format == "u8" else 0.0
+        return ((samples.astype(np.float64) - offset) / _INTEGER_FULL_SCALE[base_format]).astype(np.float32)
+    return samples.astype(np.float32, copy=False)
+
+
+def _channels_from_comfy_audio(audio: Mapping[str, Any]) -> tuple[np.ndarray, int]:
+    """ComfyUI AUDIO ``{"waveform": (B, C, T), "sample_rate": int}`` -> float32 (C, T) of batch item 0."""
+    if "waveform" not in audio or "sample_rate" not in audio:
+        raise AudioDecodeError("ComfyUI AUDIO input needs the keys 'waveform' and 'sample_rate'")
+    waveform = audio["waveform"]
+    if isinstance(waveform, torch.Tensor):
+        waveform = waveform.detach().to(device="cpu", dtype=torch.float32).numpy()
+    waveform = np.asarray(waveform, dtype=np.float32)
+    if waveform.ndim != 3:
+        raise AudioDecodeError(f"ComfyUI AUDIO waveform must be (batch, channels, samples), got {waveform.shape}")
+    if waveform.shape[0] == 0:
+        raise AudioDecodeError("ComfyUI AUDIO waveform has an empty batch")
+    return waveform[0], int(audio["sample_rate"])
+
+
+def _channels_from_array(array: Any) -> np.ndarray:
+    """(T,) or (C, T) array or tensor -> float32 (C, T)."""
+    if isinstance(array, torch.Tensor):
+        array = array.detach().to(device="cpu", dtype=torch.float32).numpy()
+    array = np.asarray(array)
+    if np.issubdtype(array.dtype, np.integer):  # integer PCM, e.g. int16 -> / 32768 like the file path
+        half_range = 2.0 ** (8 * array.dtype.itemsize - 1)
+        offset = half_range if np.issubdtype(array.dtype, np.unsignedinteger) else 0.0
+        array = (array.astype(np.float64) - offset) / half_range
+    array = array.astype(np.float32, copy=False)
+    if array.ndim == 1:
+        return array[None, :]
+    if array.ndim == 2:
+        return array
+    raise AudioDecodeError(f"audio array must be (samples,) or (channels, samples), got shape {array.shape}")
+
+
+__all__ = [
+    "WAV2VEC_SAMPLE_RATE",
+    "SILENCE_PEAK_DBFS",
+    "AudioDecodeError",
+    "AudioSource",
+    "DecodedAudio",
+    "load_audio",
+    "resample",
+    "is_silent",
+]

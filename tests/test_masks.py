@@ -1,0 +1,118 @@
+"""Region masks against the official oracle (masks/ of the tiny fixture set) and their shapes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import load_file
+
+from emocast_core.conditioning.face import prepare_reference_from_landmarks
+from emocast_core.conditioning.masks import (
+    FaceLandmarks,
+    expand_region,
+    invert_mask,
+    mask_level_sizes,
+    rect_mask,
+    region_masks,
+)
+
+
+@pytest.fixture(scope="module")
+def mask_oracle(oracle_dir):
+    folder = oracle_dir / "masks"
+    if not (folder / "expected.safetensors").is_file():
+        pytest.skip(f"no masks oracle in {folder}")
+    return folder, load_file(str(folder / "inputs.safetensors")), load_file(str(folder / "expected.safetensors"))
+
+
+def test_rectangles_and_soft_masks_match_oracle_exactly(mask_oracle):
+    _, inputs, expected = mask_oracle
+    landmarks = FaceLandmarks.from_mediapipe(inputs["landmarks"])
+    masks = region_masks(landmarks, 512, 512, size=512, face_expand_ratio=float(inputs["face_expand_ratio"]))
+
+    assert masks.face_rect == tuple(expected["face_rect_minx_maxx_miny_maxy"].tolist())
+    assert masks.lip_rect == tuple(expected["lip_rect_minx_maxx_miny_maxy"].tolist())
+    np.testing.assert_array_equal(masks.soft_face, expected["png.face_mask_blur"])
+    np.testing.assert_array_equal(masks.soft_full, expected["png.sep_background"])
+    np.testing.assert_array_equal(masks.soft_face_only, expected["png.sep_face"])
+    np.testing.assert_array_equal(masks.soft_lip, expected["png.sep_lip"])
+
+
+def test_prepared_reference_matches_oracle_exactly(mask_oracle):
+    folder, inputs, expected = mask_oracle
+    from PIL import Image
+
+    image = Image.open(folder / "reference.png")
+    prepared = prepare_reference_from_landmarks(
+        image, inputs["landmarks"], inputs["face_emb"], size=512, face_expand_ratio=float(inputs["face_expand_ratio"])
+    )
+    assert prepared.crop is None
+    for name in ("full", "face", "lip"):
+        levels = getattr(prepared, f"{name}_mask")
+        assert len(levels) == 4
+        for level, tensor in enumerate(levels):
+            reference = torch.from_numpy(expected[f"{name}_mask.{level}"])
+            assert tensor.dtype == torch.float32 and tensor.shape == reference.shape
+            # Exact: same cv2/Pillow steps with the same uint8 round trips.
+            assert torch.equal(tensor, reference), f"{name}_mask.{level}"
+    assert torch.equal(prepared.face_region[0], torch.from_numpy(expected["face_region_mask"]))
+    assert torch.equal(prepared.pixel_values[0], torch.from_numpy(expected["pixel_values_ref_img"]))
+    assert torch.equal(prepared.face_embedding[0], torch.from_numpy(expected["face_emb"]))
+
+
+@pytest.mark.parametrize("size, sides", [(512, [64, 32, 16, 8]), (256, [32, 16, 8, 4]), (768, [96, 48, 24, 12])])
+def test_mask_level_sizes(size, sides):
+    assert mask_level_sizes(size) == sides
+    rng = np.random.default_rng(0)
+    oval = rng.uniform(0.3 * size, 0.7 * size, (36, 2))
+    lips = rng.uniform(0.55 * size, 0.65 * size, (20, 2))
+    masks = region_masks(FaceLandmarks(oval, lips), size, size, size=size)
+    for levels in (masks.full, masks.face, masks.lip):
+        assert [m.shape for m in levels] == [(1, s * s) for s in sides]
+        for m in levels:
+            assert m.dtype == np.float32 and m.min() >= 0 and m.max() <= 1
+            # Values come from uint8 images: multiples of 1/255.
+            np.testing.assert_allclose(m * 255, np.round(m * 255), atol=1e-4)
+    assert masks.face_region.shape == (size, size)
+    assert set(np.unique(masks.face_region)) <= {0.0, 1.0}
+
+
+def test_mask_semantics():
+    size = 512
+    oval = np.array([[150, 120], [360, 120], [360, 400], [150, 400]], dtype=np.float64)
+    lips = np.array([[220, 320], [290, 320], [255, 300], [255, 345]], dtype=np.float64)
+    masks = region_masks(FaceLandmarks(oval, lips), size, size, size=size)
+    full, face, lip = masks.full[0].reshape(64, 64), masks.face[0].reshape(64, 64), masks.lip[0].reshape(64, 64)
+    # pose mask is the complement of the face, the lip mask peaks on the mouth, face excludes the lips
+    assert full[0, 0] > 0.95 and full[32, 32] < 0.05
+    mouth = (int(320 / 8), int(255 / 8))
+    assert lip[mouth] == pytest.approx(1.0) and face[mouth] < 0.2
+    assert face[int(200 / 8), 32] > 0.9
+
+
+def test_expand_region_shifts_inside_image():
+    # centre (100, 50), 1.2 x (200, 100) -> 240 x 120 would leave the top-left corner: shifted in
+    # centre (450, 450), 2 x 100 -> 350..550 passes the border by 38: shifted to 312..512
+    assert expand_region((0, 200, 0, 100), 512, 512, 1.2) == (0, 240, 0, 120)
+    assert expand_region((400, 500, 400, 500), 512, 512, 2.0) == (312, 512, 312, 512)
+    assert expand_region((10, 20, 30, 40), 64, 64, 1.0) == (10, 20, 30, 40)
+
+
+def test_rect_mask_and_invert():
+    mask = rect_mask((2, 5, 1, 3), 6, 8)
+    assert mask.sum() == 255 * 3 * 2 and mask[1, 2] == 255 and mask[3, 5] == 0
+    values = np.arange(256, dtype=np.uint8)
+    inverted = invert_mask(values)
+    # the float round trip truncates: never above 255 - v, at most one step below
+    assert np.all(inverted.astype(int) <= 255 - values.astype(int))
+    assert np.all(inverted.astype(int) >= 254 - values.astype(int))
+
+
+def test_from_mediapipe_validates_shape():
+    with pytest.raises(ValueError, match="478"):
+        FaceLandmarks.from_mediapipe(np.zeros((68, 2)))
+
+
+def test_size_must_be_multiple_of_64():
+    with pytest.raises(ValueError, match="multiple of 64"):
+        mask_level_sizes(500)
