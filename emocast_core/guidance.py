@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 import torch
 
 from .models.net import EmoCASTNet
-from .models.reference import DenoiserReference
+from .models.reference import DenoiserReference, ReferenceNetFeatures
 
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -66,9 +66,26 @@ class VideoConditions:
     @property
     def text_face_tokens(self) -> torch.Tensor:
         """(2, 81, D) `[uncond; cond]` rows, as both UNets receive them."""
-        cond = torch.cat([self.text_tokens, self.face_tokens], dim=1)
-        uncond = torch.cat([self.uncond_text_tokens, self.uncond_face_tokens], dim=1)
-        return torch.cat([uncond, cond])
+        return self.text_face_tokens_for(self.text_tokens)
+
+    def text_face_tokens_for(self, text_tokens: torch.Tensor) -> torch.Tensor:
+        """`[uncond; cond]` text+face rows for other text tokens: (1, 77, D) -> (2, 81, D), or per
+        frame (F, 77, D) -> (2, F, 81, D)."""
+        if text_tokens.ndim == 3 and text_tokens.shape[0] == 1:
+            cond = torch.cat([text_tokens, self.face_tokens], dim=1)
+            uncond = torch.cat([self.uncond_text_tokens, self.uncond_face_tokens], dim=1)
+            return torch.cat([uncond, cond])
+        frames = text_tokens.shape[0]
+        cond = torch.cat([text_tokens, self.face_tokens.expand(frames, -1, -1)], dim=1)
+        uncond = torch.cat([self.uncond_text_tokens, self.uncond_face_tokens], dim=1).expand(frames, -1, -1)
+        return torch.stack([uncond, cond])
+
+    def with_text(self, text_tokens: torch.Tensor) -> "VideoConditions":
+        """The same conditions with another (1, 77, D) emotion text (e.g. a clip of a schedule)."""
+        return VideoConditions(
+            self.face_tokens, self.uncond_face_tokens, text_tokens, self.uncond_text_tokens,
+            self.face_locator_features, self.region_masks,
+        )
 
 
 def prepare_video_conditions(
@@ -94,30 +111,62 @@ def prepare_video_conditions(
     )
 
 
-def reference_features(
-    net: EmoCASTNet, reference_latents: torch.Tensor, conditions: VideoConditions
-) -> DenoiserReference:
-    """Run the ReferenceNet at t = 0 on `[reference, motion_1, ..., motion_M]` latents (1+M, 4, h, w)
-    for both guidance branches and return what the denoiser reads, rows `[uncond; cond]`.
+def _token_rows(behaviour, group: int, index: int, group_size: int) -> int:
+    """Which `[uncond; cond]` token row image `index` of guidance group `group` is encoded with.
 
-    Upstream feeds the 2 x (1+M) images with the `[uncond; cond]` token rows *tiled* over the batch
-    (image i gets row i % 2); `reference_token_layout="per_half"` gives each half its own tokens.
+    Upstream runs the ReferenceNet on the 2 x (1+M) images `[ref, m_1..m_M] * 2` with the two
+    token rows *tiled* over that batch, so global image i gets row i % 2 (with M = 2: ref->uncond,
+    m1->cond, m2->uncond, ref->cond, m1->uncond, m2->cond). "per_half" uses the group's own row.
+    """
+    if behaviour.reference_token_layout == "tiled":
+        return (group * group_size + index) % 2
+    return group
+
+
+def encode_reference_image(net: EmoCASTNet, reference_latent: torch.Tensor, conditions: VideoConditions, num_motion_frames: int) -> ReferenceNetFeatures:
+    """ReferenceNet features of the reference image for the two guidance rows: block -> (2, L, C).
+
+    The reference image is the same for every clip, so a pipeline computes this once per video.
     """
     behaviour = net.config.upstream
-    images = reference_latents.shape[0]
-    latents = reference_latents.to(net.reference_unet.device, net.reference_unet.dtype).repeat(2, 1, 1, 1)
-    tokens = conditions.text_face_tokens
-    if behaviour.reference_token_layout == "tiled":
-        image_tokens = tokens.repeat(images, 1, 1)
-    else:
-        image_tokens = tokens.repeat_interleave(images, dim=0)
-    features = net.reference_unet(latents, image_tokens, timestep=0)
+    rows = [_token_rows(behaviour, group, 0, 1 + num_motion_frames) for group in (0, 1)]
+    latents = reference_latent.to(net.reference_unet.device, net.reference_unet.dtype).expand(2, -1, -1, -1)
+    return net.reference_unet(latents, conditions.text_face_tokens[rows], timestep=0)
+
+
+def encode_motion_frames(net: EmoCASTNet, motion_latents: torch.Tensor, conditions: VideoConditions) -> ReferenceNetFeatures:
+    """ReferenceNet features of the M motion frames (M, 4, h, w) for both guidance rows:
+    block -> (2 * M, L, C), group-major."""
+    behaviour = net.config.upstream
+    num_motion = motion_latents.shape[0]
+    rows = [_token_rows(behaviour, group, 1 + j, 1 + num_motion) for group in (0, 1) for j in range(num_motion)]
+    latents = motion_latents.to(net.reference_unet.device, net.reference_unet.dtype).repeat(2, 1, 1, 1)
+    return net.reference_unet(latents, conditions.text_face_tokens[rows], timestep=0)
+
+
+def assemble_reference(net: EmoCASTNet, image_features: ReferenceNetFeatures, motion_features: ReferenceNetFeatures) -> DenoiserReference:
+    """Combine reference-image and motion-frame features into what the denoiser reads, rows
+    `[uncond; cond]`; the unconditional row attends without the reference (upstream's branch)."""
+    behaviour = net.config.upstream
     bank_dtype = _DTYPES[behaviour.reference_bank_dtype] if behaviour.reference_bank_dtype else None
-    reference_rows = torch.tensor([False, True], device=latents.device)
+    combined = {}
+    for key, image_tokens in image_features.items():
+        motion_tokens = motion_features[key].reshape(2, -1, *image_tokens.shape[1:])
+        combined[key] = torch.cat([image_tokens[:, None], motion_tokens], dim=1).flatten(0, 1)
+    reference_rows = torch.tensor([False, True], device=net.reference_unet.device)
     return DenoiserReference.from_reference_net(
-        features, batch_size=2, reference_rows=reference_rows, dtype=bank_dtype,
+        combined, batch_size=2, reference_rows=reference_rows, dtype=bank_dtype,
         tile_over_frames=behaviour.reference_tiled_over_frames,
     )
+
+
+def reference_features(net: EmoCASTNet, reference_latents: torch.Tensor, conditions: VideoConditions) -> DenoiserReference:
+    """All reference features for one clip from `[reference, motion_1, ..., motion_M]` latents
+    (1+M, 4, h, w), as upstream computes them in its ReferenceNet call."""
+    num_motion = reference_latents.shape[0] - 1
+    image = encode_reference_image(net, reference_latents[:1], conditions, num_motion)
+    motion = encode_motion_frames(net, reference_latents[1:], conditions)
+    return assemble_reference(net, image, motion)
 
 
 def predict_guided(
@@ -134,7 +183,8 @@ def predict_guided(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One guided v-prediction for a clip.
 
-    latents (1, 4, F, h, w); audio_tokens (1, F, 32, D); emotion_tokens (F, 77, D) per frame.
+    latents (1, 4, F, h, w); audio_tokens (1, F, 32, D); emotion_tokens (F, 77, D): the emotion
+    text of each frame, read by the cross-attention and used as the audio query.
     Returns (guided prediction (1, 4, F, h, w), raw `[uncond; cond]` prediction (2, 4, F, h, w)).
     With `guided=False` only the conditional branch runs (raw holds it alone).
     """
@@ -144,11 +194,15 @@ def predict_guided(
     audio_tokens = audio_tokens.to(unet.device, unet.dtype)
     emotion = emotion_tokens.to(unet.device, unet.dtype)[None]  # (1, F, 77, D)
     locator = conditions.face_locator_features.expand(-1, -1, num_frames, -1, -1)
+    if bool((emotion_tokens == emotion_tokens[:1]).all()):
+        text_face = conditions.text_face_tokens_for(emotion[0, :1])  # (2, 81, D)
+    else:
+        text_face = conditions.text_face_tokens_for(emotion[0])  # (2, F, 81, D)
 
     if not guided:
         cond_reference = reference.select_rows(slice(1, 2))
         cond = unet(
-            latents, timestep, conditions.text_face_tokens[1:], audio_tokens, emotion, conditions.region_masks,
+            latents, timestep, text_face[1:], audio_tokens, emotion, conditions.region_masks,
             locator, cond_reference, region_scales,
         )
         return cond, cond
@@ -156,7 +210,7 @@ def predict_guided(
     raw = unet(
         torch.cat([latents, latents]),
         timestep,
-        conditions.text_face_tokens,
+        text_face,
         torch.cat([torch.zeros_like(audio_tokens), audio_tokens]),
         torch.cat([emotion, emotion]),
         conditions.region_masks,
@@ -169,12 +223,13 @@ def predict_guided(
 
     if guidance.audio_scale is not None or guidance.emotion_scale is not None:
         guided_prediction = _add_separate_guidance(
-            net, latents, timestep, conditions, audio_tokens, emotion, locator, reference, guidance, region_scales, cond, guided_prediction
+            net, latents, timestep, conditions, text_face, audio_tokens, emotion, locator, reference, guidance, region_scales, cond,
+            guided_prediction,
         )
     return guided_prediction, raw
 
 
-def _add_separate_guidance(net, latents, timestep, conditions, audio_tokens, emotion, locator, reference, guidance, region_scales, cond, guided):
+def _add_separate_guidance(net, latents, timestep, conditions, text_face, audio_tokens, emotion, locator, reference, guidance, region_scales, cond, guided):
     """Add `s_a (cond - cond_without_audio)` and/or `s_e (cond - cond_without_emotion)`.
 
     The branch without emotion uses CLIP("") in the cross-attention and as the audio query.
@@ -183,7 +238,7 @@ def _add_separate_guidance(net, latents, timestep, conditions, audio_tokens, emo
     cond_reference = reference.select_rows(slice(1, 2))
     if guidance.audio_scale is not None:
         no_audio = unet(
-            latents, timestep, conditions.text_face_tokens[1:], torch.zeros_like(audio_tokens), emotion,
+            latents, timestep, text_face[1:], torch.zeros_like(audio_tokens), emotion,
             conditions.region_masks, locator, cond_reference, region_scales,
         )
         guided = guided + guidance.audio_scale * (cond - no_audio)

@@ -167,7 +167,8 @@ class DenoisingUNet(_UNetLevels):
         """Predict the v-target of each clip.
 
         sample: (B, 4, F, h, w) noisy latents.
-        encoder_hidden_states: (B, 81, D) text + face tokens of each batch row.
+        encoder_hidden_states: (B, 81, D) text + face tokens of each batch row, or (B, F, 81, D)
+            per frame (an emotion that changes within the clip).
         audio_tokens: (B, F, 32, D) projected audio tokens per frame.
         emotion_tokens: (B, F, 77, D) or (B, 77, D) CLIP tokens that query the audio (per frame).
         region_masks: (full, face, lip), each a list over UNet levels of (B*F or 1, h_l * w_l) masks.
@@ -187,7 +188,11 @@ class DenoisingUNet(_UNetLevels):
             raise ValueError(f"region_masks must be 3 lists (full, face, lip) of {self.num_levels} levels")
         inputs = BlockInputs(
             num_frames=num_frames,
-            encoder_hidden_states=encoder_hidden_states.repeat_interleave(num_frames, dim=0),
+            encoder_hidden_states=(
+                encoder_hidden_states.reshape(rows, *encoder_hidden_states.shape[2:])
+                if encoder_hidden_states.ndim == 4
+                else encoder_hidden_states.repeat_interleave(num_frames, dim=0)
+            ),
             audio_tokens=audio_tokens.reshape(rows, *audio_tokens.shape[2:]),
             emotion_tokens=emotion_tokens.reshape(rows, *emotion_tokens.shape[2:]),
             region_masks=masks,

@@ -1,0 +1,287 @@
+"""`EmoCASTPipeline`: prepared reference + emotion + audio features -> video frames.
+
+The pipeline takes conditions that the front-ends prepared (tensors, no files), generates the video
+clip by clip and *yields* each clip's frames as soon as they are decoded, so memory does not grow
+with the length of the audio. With the defaults it computes what the official code computes:
+DDIM 40 steps (v-prediction, zero-terminal SNR, trailing), one joint guidance scale 3.5, 16-frame
+clips continuing the previous clip's last 2 frames, output trimmed to the audio's frame count.
+
+Beyond upstream (all opt-in): overlapping clips cross-faded at their borders, separate audio and
+emotion guidance, guidance on a fraction of the steps, per-frame emotion (keyframes), other
+solvers, progress/preview and cancellation hooks.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Optional, Sequence
+
+import torch
+
+from .guidance import (
+    GuidanceConfig,
+    VideoConditions,
+    assemble_reference,
+    encode_motion_frames,
+    encode_reference_image,
+    predict_guided,
+    prepare_video_conditions,
+)
+from .models.net import EmoCASTNet
+
+
+class GenerationCancelled(RuntimeError):
+    """Raised between denoising steps when the host asked to stop."""
+
+
+@dataclass
+class ReferenceConditions:
+    """What the pipeline needs from the reference portrait (see `conditioning.face`).
+
+    pixel_values (1, 3, S, S) in [-1, 1]; face_embedding (1, 512); face_region (1, 3, S, S) in
+    {0, 1}; full_mask / face_mask / lip_mask: lists over UNet levels of (1, h_l * w_l).
+    """
+
+    pixel_values: torch.Tensor
+    face_embedding: torch.Tensor
+    face_region: torch.Tensor
+    full_mask: Sequence[torch.Tensor]
+    face_mask: Sequence[torch.Tensor]
+    lip_mask: Sequence[torch.Tensor]
+
+    @classmethod
+    def from_prepared(cls, prepared) -> "ReferenceConditions":
+        """From any object with the same field names (e.g. `PreparedReference`)."""
+        return cls(
+            prepared.pixel_values, prepared.face_embedding, prepared.face_region,
+            list(prepared.full_mask), list(prepared.face_mask), list(prepared.lip_mask),
+        )
+
+
+@dataclass
+class EmotionConditions:
+    """Emotion text embeddings: `tokens` (1, 77, D) for the whole video or (T, 77, D) per frame;
+    `uncond_tokens` (1, 77, D) = the encoder's embedding of ""."""
+
+    tokens: torch.Tensor
+    uncond_tokens: torch.Tensor
+
+    def for_frames(self, start: int, stop: int) -> torch.Tensor:
+        """(stop - start, 77, D); per-frame tokens past the end repeat the last frame's."""
+        if self.tokens.shape[0] == 1:
+            return self.tokens.expand(stop - start, -1, -1)
+        index = torch.arange(start, stop).clamp(max=self.tokens.shape[0] - 1)
+        return self.tokens[index]
+
+
+@dataclass
+class GenerationConfig:
+    num_inference_steps: int = 40
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+    clip_length: int = 16
+    num_motion_frames: int = 2
+    overlap: int = 0  # frames shared by consecutive clips, cross-faded; 0 = upstream
+    region_scales: tuple[float, float, float] = (1.0, 1.0, 1.0)  # pose, face, lip
+    sampler: str = "ddim"
+    seed: int = 42
+    decode_batch_size: int = 4
+
+    def __post_init__(self):
+        if self.clip_length < 1:
+            raise ValueError("clip_length must be at least 1")
+        if not 0 <= self.overlap < self.clip_length:
+            raise ValueError(f"overlap must be in [0, clip_length), got {self.overlap}")
+        if self.num_inference_steps < 1:
+            raise ValueError("num_inference_steps must be at least 1")
+
+
+@dataclass
+class ProgressEvent:
+    """Reported after every denoising step. `latents` is the clip's current latents (no copy);
+    `preview` (H, W, 3) in [0, 1] is set when the host asked for previews."""
+
+    clip_index: int
+    num_clips: int
+    step: int
+    num_steps: int
+    latents: torch.Tensor
+    timestep: int
+    preview: Optional[torch.Tensor] = None
+
+    @property
+    def fraction(self) -> float:
+        return (self.clip_index * self.num_steps + self.step + 1) / (self.num_clips * self.num_steps)
+
+
+def clip_starts(num_frames: int, clip_length: int, overlap: int) -> list[int]:
+    """First frame of each clip so that the clips cover `num_frames` frames."""
+    stride = clip_length - overlap
+    count = max(1, math.ceil(max(num_frames - overlap, 1) / stride))
+    return [i * stride for i in range(count)]
+
+
+class EmoCASTPipeline:
+    """net: EmoCASTNet; vae: diffusers AutoencoderKL; scheduler: a diffusers scheduler (default the
+    upstream DDIM set-up from `scheduling.make_scheduler`)."""
+
+    def __init__(self, net: EmoCASTNet, vae, scheduler=None):
+        self.net = net
+        self.vae = vae
+        if scheduler is None:
+            from .scheduling import make_scheduler
+
+            scheduler = make_scheduler("ddim")
+        self.scheduler = scheduler
+        self.latent_scale = float(getattr(vae.config, "scaling_factor", 0.18215) or 0.18215)
+
+    @property
+    def device(self) -> torch.device:
+        return self.net.denoising_unet.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.net.denoising_unet.dtype
+
+    # --- the video -------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        reference: ReferenceConditions,
+        emotion: EmotionConditions,
+        audio_windows: torch.Tensor,
+        num_frames: int,
+        config: GenerationConfig = GenerationConfig(),
+        progress: Optional[Callable[[ProgressEvent], None]] = None,
+        should_cancel: Optional[Callable[[], bool]] = None,
+        preview_every: int = 0,
+    ) -> torch.Tensor:
+        """The whole video as one tensor (num_frames, H, W, 3) in [0, 1]. For long audio prefer
+        `generate`, which yields frames clip by clip."""
+        clips = list(self.generate(reference, emotion, audio_windows, num_frames, config, progress, should_cancel, preview_every))
+        return torch.cat(clips) if clips else torch.zeros(0)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        reference: ReferenceConditions,
+        emotion: EmotionConditions,
+        audio_windows: torch.Tensor,
+        num_frames: int,
+        config: GenerationConfig = GenerationConfig(),
+        progress: Optional[Callable[[ProgressEvent], None]] = None,
+        should_cancel: Optional[Callable[[], bool]] = None,
+        preview_every: int = 0,
+    ) -> Iterator[torch.Tensor]:
+        """Yield the video's frames in order, a clip's worth at a time, as CPU float32
+        (n, H, W, 3) in [0, 1]; exactly `num_frames` frames in total.
+
+        audio_windows: (T, window, layers, channels) wav2vec windows, T >= num_frames (frames past
+        the end of the audio reuse the last window). num_frames: the audio's video-frame count.
+        """
+        net = self.net
+        if num_frames < 1:
+            raise ValueError("num_frames must be at least 1")
+        if audio_windows.shape[0] < 1:
+            raise ValueError("audio_windows is empty")
+
+        # 1. Conditions fixed for the whole video.
+        conditions = prepare_video_conditions(
+            net, reference.face_embedding, emotion.for_frames(0, 1), emotion.uncond_tokens, reference.face_region,
+            [reference.full_mask, reference.face_mask, reference.lip_mask],
+        )
+        reference_latent = self._encode_images(reference.pixel_values)
+        cached_image_features, cached_for_text = None, None
+
+        # 2. Clips.
+        starts = clip_starts(num_frames, config.clip_length, config.overlap)
+        generator = torch.Generator(device="cpu").manual_seed(config.seed)
+        motion_pixels = reference.pixel_values.expand(config.num_motion_frames, -1, -1, -1)
+        pending_tail: Optional[torch.Tensor] = None  # last `overlap` frames, waiting to be blended
+        emitted = 0
+        for clip_index, start in enumerate(starts):
+            stop = start + config.clip_length
+            clip_text = emotion.for_frames(start, stop)
+            clip_conditions = conditions.with_text(clip_text[:1])
+            # Reference-image features depend only on the text: computed once unless it changes.
+            if cached_for_text is None or not torch.equal(cached_for_text, clip_text[:1]):
+                cached_image_features = encode_reference_image(net, reference_latent, clip_conditions, config.num_motion_frames)
+                cached_for_text = clip_text[:1]
+            motion_features = encode_motion_frames(net, self._encode_images(motion_pixels), clip_conditions)
+            denoiser_reference = assemble_reference(net, cached_image_features, motion_features)
+            audio_tokens = net.audioproj(self._windows(audio_windows, start, stop)[None].to(self.device, self.dtype))
+
+            latents = self._denoise(
+                clip_index, len(starts), clip_conditions, clip_text, audio_tokens, denoiser_reference,
+                config, generator, progress, should_cancel, preview_every,
+            )
+            frames = self._decode(latents, config.decode_batch_size)  # (F, H, W, 3) on CPU
+
+            # 3. Motion frames for the next clip: the frames just before its first frame.
+            if clip_index + 1 < len(starts):
+                next_start = starts[clip_index + 1] - start
+                previous = frames[next_start - config.num_motion_frames: next_start]
+                motion_pixels = (previous.permute(0, 3, 1, 2) * 2 - 1).to(reference.pixel_values)
+
+            # 4. Emit finished frames; overlapping frames are cross-faded with the previous clip.
+            if pending_tail is not None:
+                weights = torch.linspace(0, 1, config.overlap + 2)[1:-1].view(-1, 1, 1, 1)
+                frames = frames.clone()
+                frames[: config.overlap] = (1 - weights) * pending_tail + weights * frames[: config.overlap]
+            is_last = clip_index == len(starts) - 1
+            keep = len(frames) if is_last or config.overlap == 0 else len(frames) - config.overlap
+            pending_tail = None if is_last or config.overlap == 0 else frames[keep:]
+            ready = frames[: min(keep, num_frames - emitted)]
+            emitted += len(ready)
+            if len(ready):
+                yield ready
+            if emitted >= num_frames:
+                return
+
+    # --- pieces -----------------------------------------------------------------------------------
+
+    def _denoise(self, clip_index, num_clips, conditions: VideoConditions, clip_text, audio_tokens, reference,
+                 config: GenerationConfig, generator, progress, should_cancel, preview_every) -> torch.Tensor:
+        scheduler = self.scheduler
+        scheduler.set_timesteps(config.num_inference_steps, device=self.device)
+        height, width = conditions.face_locator_features.shape[-2:]
+        shape = (1, self.net.config.unet.in_channels, config.clip_length, height, width)
+        # Noise is drawn on the CPU so that a seed gives the same video on every device.
+        latents = torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device, self.dtype)
+        latents = latents * scheduler.init_noise_sigma
+        timesteps = scheduler.timesteps
+        for step, timestep in enumerate(timesteps):
+            if should_cancel is not None and should_cancel():
+                raise GenerationCancelled(f"cancelled before step {step + 1} of clip {clip_index + 1}")
+            model_input = scheduler.scale_model_input(latents, timestep)
+            guided = config.guidance.is_active(step, len(timesteps))
+            prediction, _ = predict_guided(
+                self.net, model_input, timestep, conditions, audio_tokens, clip_text, reference,
+                config.guidance, config.region_scales, guided=guided,
+            )
+            latents = scheduler.step(prediction, timestep, latents, return_dict=False)[0]
+            if progress is not None:
+                preview = None
+                if preview_every and (step + 1) % preview_every == 0:
+                    preview = self._decode(latents[:, :, :1], 1)[0]
+                progress(ProgressEvent(clip_index, num_clips, step, len(timesteps), latents, int(timestep), preview))
+        return latents
+
+    @staticmethod
+    def _windows(audio_windows: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        index = torch.arange(start, stop).clamp(max=audio_windows.shape[0] - 1)
+        return audio_windows[index]
+
+    def _encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) in [-1, 1] -> (N, 4, h, w) scaled latents (the distribution mean, as upstream)."""
+        pixels = pixels.to(self.vae.device, self.vae.dtype)
+        return self.vae.encode(pixels).latent_dist.mean * self.latent_scale
+
+    def _decode(self, latents: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """(1, 4, F, h, w) -> CPU float32 (F, H, W, 3) in [0, 1]."""
+        frames = latents[0].transpose(0, 1) / self.latent_scale
+        decoded = []
+        for chunk in frames.split(max(1, batch_size)):
+            image = self.vae.decode(chunk.to(self.vae.device, self.vae.dtype)).sample
+            decoded.append((image / 2 + 0.5).clamp(0, 1).float().cpu())
+        return torch.cat(decoded).permute(0, 2, 3, 1)
