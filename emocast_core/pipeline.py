@@ -201,7 +201,7 @@ class EmoCASTPipeline:
         emitted = 0
         for clip_index, start in enumerate(starts):
             stop = start + config.clip_length
-            clip_text = emotion.for_frames(start, stop)
+            clip_text = emotion.for_frames(start, stop).to(self.device, self.dtype)
             clip_conditions = conditions.with_text(clip_text[:1])
             # Reference-image features depend only on the text: computed once unless it changes.
             if cached_for_text is None or not torch.equal(cached_for_text, clip_text[:1]):

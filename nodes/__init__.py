@@ -1,0 +1,13 @@
+"""ComfyUI nodes of the EmoCAST pack: thin V3 nodes over `emocast_core` (needs ComfyUI to import)."""
+from __future__ import annotations
+
+from .paths import register_model_folders
+
+register_model_folders()
+
+from .conditioning import CONDITIONING_NODES  # noqa: E402
+from .loaders import LOADER_NODES  # noqa: E402
+from .sampler import SAMPLER_NODES  # noqa: E402
+from .video import VIDEO_NODES  # noqa: E402
+
+NODES = [*LOADER_NODES, *CONDITIONING_NODES, *SAMPLER_NODES, *VIDEO_NODES]

@@ -1,0 +1,247 @@
+"""Loader nodes. They take no tensors, so ComfyUI's cache keeps their outputs (the loaded models) alive
+between runs as long as their settings do not change. Models are built on the offload device and
+wrapped in `comfy.model_patcher.ModelPatcher`; the nodes that use them call
+`comfy.model_management.load_models_gpu` first, so ComfyUI's memory manager sees and moves them."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import comfy.model_management as mm
+import comfy.model_patcher
+import torch
+from comfy_api.latest import io
+
+from ..emocast_core.checkpoint import load_emocast_net
+from ..emocast_core.conditioning.audio import AudioEncoder
+from ..emocast_core.conditioning.emotion import EmotionTextEncoder
+from ..emocast_core.conditioning.face import FaceAnalyzer
+from ..emocast_core.loading import checkpoint_config, load_vae
+from . import paths
+from .types import (
+    AudioEncoderType,
+    EmoCASTModel,
+    FaceAnalyzerType,
+    LoadedAudioEncoder,
+    LoadedEmoCAST,
+    LoadedTextEncoder,
+    TextEncoder,
+)
+
+CATEGORY = "EmoCAST/loaders"
+PRECISIONS = ["auto", "fp16", "bf16", "fp32"]
+_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+class ModuleHolder(torch.nn.Module):
+    """Gives any `nn.Module` the writable ``device`` attribute `ModelPatcher` sets on the model it
+    manages (diffusers and transformers models expose ``device`` as a read-only property)."""
+
+    def __init__(self, inner: torch.nn.Module, device: torch.device):
+        super().__init__()
+        self.inner = inner
+        self.device = device
+
+
+def make_patcher(module: torch.nn.Module, load_device: torch.device, offload_device: torch.device):
+    module.to(offload_device)
+    return comfy.model_patcher.ModelPatcher(ModuleHolder(module, offload_device), load_device, offload_device)
+
+
+def load_to_device(*patchers) -> None:
+    """Let ComfyUI place the models (fully: these modules do not use ComfyUI's low-VRAM cast ops)."""
+    mm.load_models_gpu(list(patchers), force_full_load=True)
+
+
+def pick_dtype(precision: str, device: torch.device, model_params: int = 0) -> torch.dtype:
+    if precision != "auto":
+        return _DTYPES[precision]
+    return mm.unet_dtype(device=device, model_params=model_params, supported_dtypes=[torch.float16, torch.bfloat16, torch.float32])
+
+
+def check_choices(**choices) -> bool | str:
+    """Validation before a run: every model choice must exist (a stale workflow or a moved file otherwise
+    fails only when the node runs). Returns True or the message ComfyUI shows on the node."""
+    problems = []
+    for name, label in choices.items():
+        if label in (None, paths.NONE_CHOICE, "auto", "comfyui sd1_tokenizer"):
+            continue
+        try:
+            paths.resolve(label)
+        except FileNotFoundError as error:
+            problems.append(f"{name}: {error}")
+    return "; ".join(problems) if problems else True
+
+
+class EmoCASTModelLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="EmoCASTModelLoader",
+            display_name="EmoCAST Model Loader",
+            category=CATEGORY,
+            description="Loads the EmoCAST network (net.pth / .safetensors from models/emocast) and its SD VAE.",
+            inputs=[
+                io.Combo.Input("checkpoint", options=paths.checkpoint_choices(),
+                               tooltip="EmoCAST weights in models/emocast (.safetensors or .pth). An architecture "
+                                       "file <name>.json or config.json beside it is used when present."),
+                io.Combo.Input("vae", options=paths.vae_choices(),
+                               tooltip="The sd-vae-ft-mse VAE as a diffusers folder in models/vae or models/emocast."),
+                io.Combo.Input("precision", options=PRECISIONS, default="auto",
+                               tooltip="Weight dtype. auto: fp16/bf16 on GPUs that support it, fp32 on the CPU."),
+            ],
+            outputs=[EmoCASTModel.Output(display_name="model")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, checkpoint, vae, **_):
+        return check_choices(checkpoint=checkpoint, vae=vae)
+
+    @classmethod
+    def execute(cls, checkpoint, vae, precision) -> io.NodeOutput:
+        checkpoint_path = paths.resolve(checkpoint)
+        load_device, offload_device = mm.get_torch_device(), mm.unet_offload_device()
+        dtype = pick_dtype(precision, load_device, model_params=checkpoint_path.stat().st_size // 2)
+        # Architecture: stored in the file, else <name>.json / config.json / unet_config.json beside it, else SD1.5.
+        config = checkpoint_config(checkpoint_path, checkpoint_path.parent / "unet_config.json")
+        net = load_emocast_net(checkpoint_path, config, device=offload_device, dtype=dtype)
+        vae_device = mm.vae_device()
+        # As ComfyUI does for SD VAEs: bf16 where supported, else fp32 (fp16 SD VAEs can overflow to NaN).
+        vae_dtype = mm.vae_dtype(vae_device, [torch.bfloat16]) if precision == "auto" else dtype
+        vae_model = load_vae(paths.resolve(vae), device=mm.vae_offload_device(), dtype=vae_dtype)
+        return io.NodeOutput(LoadedEmoCAST(
+            net_patcher=make_patcher(net, load_device, offload_device),
+            vae_patcher=make_patcher(vae_model, vae_device, mm.vae_offload_device()),
+            checkpoint_name=checkpoint,
+            dtype=dtype,
+        ))
+
+
+class EmoCASTTextEncoderLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="EmoCASTTextEncoderLoader",
+            display_name="EmoCAST Emotion Text Encoder Loader",
+            category=CATEGORY,
+            description="Loads the CLIP ViT-L/14 text encoder that turns emotion text into EmoCAST conditioning.",
+            inputs=[
+                io.Combo.Input("text_encoder", options=paths.text_encoder_choices(),
+                               tooltip="clip_l.safetensors from models/text_encoders, or a Hugging Face "
+                                       "clip-vit-large-patch14 folder."),
+                io.Combo.Input("tokenizer", options=paths.tokenizer_choices(), default="auto",
+                               tooltip="auto: a tokenizer folder beside the encoder (<name>_tokenizer/ or tokenizer/), "
+                                       "else the CLIP tokenizer that ships with ComfyUI (comfy/sd1_tokenizer)."),
+            ],
+            outputs=[TextEncoder.Output(display_name="text_encoder")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, text_encoder, tokenizer, **_):
+        return check_choices(text_encoder=text_encoder, tokenizer=tokenizer)
+
+    @classmethod
+    def execute(cls, text_encoder, tokenizer) -> io.NodeOutput:
+        path = paths.resolve(text_encoder)
+        if tokenizer == "auto":
+            tokenizer_dir = _tokenizer_beside(path) or paths.comfy_sd1_tokenizer()
+        elif tokenizer == "comfyui sd1_tokenizer":
+            tokenizer_dir = paths.comfy_sd1_tokenizer()
+        else:
+            tokenizer_dir = paths.resolve(tokenizer)
+        load_device, offload_device = mm.text_encoder_device(), mm.text_encoder_offload_device()
+        dtype = mm.text_encoder_dtype(load_device)
+        encoder = EmotionTextEncoder.from_pretrained(path, tokenizer_dir, device=offload_device, dtype=dtype)
+        return io.NodeOutput(LoadedTextEncoder(encoder, make_patcher(encoder.text_model, load_device, offload_device)))
+
+
+def _tokenizer_beside(path: Path) -> Path | None:
+    if path.is_file():
+        candidates = [path.parent / f"{path.stem}_tokenizer", path.parent / "clip_l_tokenizer", path.parent / "tokenizer"]
+    else:
+        candidates = [path, path / "tokenizer", path.parent / "tokenizer"]
+    for candidate in candidates:
+        if (candidate / "tokenizer.json").is_file() or ((candidate / "vocab.json").is_file() and (candidate / "merges.txt").is_file()):
+            return candidate
+    return None
+
+
+class EmoCASTAudioEncoderLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="EmoCASTAudioEncoderLoader",
+            display_name="EmoCAST Audio Encoder Loader",
+            category=CATEGORY,
+            description="Loads wav2vec2-base-960h (a Hugging Face folder) for the speech features.",
+            inputs=[
+                io.Combo.Input("wav2vec2", options=paths.audio_encoder_choices(),
+                               tooltip="wav2vec2-base-960h folder (config.json, model.safetensors, "
+                                       "preprocessor_config.json) in models/audio_encoders or models/emocast."),
+                io.Combo.Input("precision", options=["auto", "fp32", "fp16"], default="auto",
+                               tooltip="auto: the dtype ComfyUI picks for text encoders on this device (fp32 on the CPU)."),
+                io.Combo.Input("vocal_separator", options=paths.vocal_separator_choices(), default=paths.NONE_CHOICE,
+                               tooltip="Optional MDX-Net model (e.g. models/emocast/audio_separator/Kim_Vocal_2.onnx) "
+                                       "that isolates the voice before feature extraction, as upstream does."),
+            ],
+            outputs=[AudioEncoderType.Output(display_name="audio_encoder")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, wav2vec2, vocal_separator=paths.NONE_CHOICE, **_):
+        return check_choices(wav2vec2=wav2vec2, vocal_separator=vocal_separator)
+
+    @classmethod
+    def execute(cls, wav2vec2, precision, vocal_separator=paths.NONE_CHOICE) -> io.NodeOutput:
+        load_device, offload_device = mm.text_encoder_device(), mm.text_encoder_offload_device()
+        dtype = mm.text_encoder_dtype(load_device) if precision == "auto" else _DTYPES[precision]
+        encoder = AudioEncoder.from_pretrained(paths.resolve(wav2vec2), device=offload_device, dtype=dtype)
+        separator = None
+        if vocal_separator != paths.NONE_CHOICE:
+            from ..emocast_core.conditioning.vocal_separation import VocalSeparator
+
+            separator = VocalSeparator(paths.resolve(vocal_separator), providers=onnx_providers("auto"))
+        return io.NodeOutput(LoadedAudioEncoder(encoder, make_patcher(encoder.wav2vec2, load_device, offload_device), separator))
+
+
+def onnx_providers(choice: str) -> list[str]:
+    """onnxruntime providers: CUDA when ComfyUI runs on CUDA and onnxruntime has it, else the CPU."""
+    import onnxruntime
+
+    available = onnxruntime.get_available_providers()
+    wants_cuda = choice == "cuda" or (choice == "auto" and mm.get_torch_device().type == "cuda")
+    if wants_cuda and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if choice == "cuda":
+        raise RuntimeError(f"onnxruntime has no CUDAExecutionProvider here (available: {available}); "
+                           "install onnxruntime-gpu or choose cpu")
+    return ["CPUExecutionProvider"]
+
+
+class EmoCASTFaceAnalyzerLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="EmoCASTFaceAnalyzerLoader",
+            display_name="EmoCAST Face Analyzer Loader",
+            category=CATEGORY,
+            description="Loads the InsightFace antelopev2 ONNX models (detector, ArcFace, landmarks).",
+            inputs=[
+                io.Combo.Input("face_models", options=paths.face_model_choices(),
+                               tooltip="Folder with scrfd_10g_bnkps.onnx, glintr100.onnx and 2d106det.onnx "
+                                       "(models/insightface/models/antelopev2 or models/emocast/face_analysis/models)."),
+                io.Combo.Input("onnx_device", options=["auto", "cpu", "cuda"], default="auto",
+                               tooltip="Where onnxruntime runs the face models. auto: CUDA when available, else CPU."),
+            ],
+            outputs=[FaceAnalyzerType.Output(display_name="face_analyzer")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, face_models, **_):
+        return check_choices(face_models=face_models)
+
+    @classmethod
+    def execute(cls, face_models, onnx_device) -> io.NodeOutput:
+        return io.NodeOutput(FaceAnalyzer.from_folder(paths.resolve(face_models), providers=onnx_providers(onnx_device)))
+
+
+LOADER_NODES = [EmoCASTModelLoader, EmoCASTTextEncoderLoader, EmoCASTAudioEncoderLoader, EmoCASTFaceAnalyzerLoader]

@@ -1,0 +1,221 @@
+"""The EmoCAST nodes in process, on tiny models in the real folder layout.
+
+These tests need ComfyUI importable in the running interpreter: set ``COMFYUI_DIR`` (a folder holding a
+``ComfyUI/`` checkout) and run pytest with ComfyUI's Python, e.g.
+``COMFYUI_DIR=/path/to/comfy /path/to/comfy/venv/bin/python -m pytest tests/test_nodes.py`` (that
+environment needs the pack's requirements plus pytest, onnx and scikit-image). Otherwise they skip.
+The pack is loaded as a package from this repository, as ComfyUI loads it from ``custom_nodes``.
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import math
+import os
+import sys
+import wave
+from pathlib import Path
+
+import comfy_fixtures as cf
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _import_comfyui():
+    comfy_dir = os.environ.get("COMFYUI_DIR")
+    if comfy_dir and str(Path(comfy_dir) / "ComfyUI") not in sys.path:
+        sys.path.insert(0, str(Path(comfy_dir) / "ComfyUI"))
+    try:
+        from comfy.cli_args import args
+
+        args.cpu = True  # before comfy.model_management picks a device
+        import comfy.model_management  # noqa: F401
+        import folder_paths  # noqa: F401
+        from comfy_api.latest import io  # noqa: F401
+    except Exception as error:  # ImportError, or a missing ComfyUI dependency
+        pytest.skip(f"ComfyUI is not importable here ({type(error).__name__}: {error}); set COMFYUI_DIR and run "
+                    "pytest with ComfyUI's Python", allow_module_level=True)
+
+
+_import_comfyui()
+
+import comfy.model_management as mm  # noqa: E402
+import folder_paths  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def pack():
+    spec = importlib.util.spec_from_file_location("emocast_pack", REPO / "__init__.py",
+                                                  submodule_search_locations=[str(REPO)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["emocast_pack"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def nodes(pack):
+    extension = asyncio.run(pack.comfy_entrypoint())
+    return {node.GET_SCHEMA().node_id: node for node in asyncio.run(extension.get_node_list())}
+
+
+@pytest.fixture(scope="module")
+def models_root(tmp_path_factory, oracle_dir, nodes):
+    root = tmp_path_factory.mktemp("comfy_models")
+    models = cf.build_models_tree(root, oracle_dir)
+    cf.write_inputs(root / "input", 0.3)
+    for key in ("emocast", "vae", "text_encoders", "audio_encoders", "insightface"):
+        folder_paths.add_model_folder_path(key, str(models / key))
+    output = root / "output"
+    output.mkdir()
+    previous = folder_paths.get_output_directory()
+    folder_paths.set_output_directory(str(output))
+    yield root
+    folder_paths.set_output_directory(previous)
+
+
+def run(node, **inputs):
+    """Execute as ComfyUI does: on a clone of the class carrying the hidden inputs."""
+    from comfy_api.latest import io
+
+    return node.PREPARE_CLASS_CLONE({io.Hidden.unique_id: "1"}).execute(**inputs)
+
+
+def test_entrypoint_lists_every_node_once(nodes):
+    assert list(nodes) == list(cf.NODE_INPUTS)
+
+
+def test_schemas_are_stable_and_documented(nodes):
+    for node_id, node in nodes.items():
+        schema = node.GET_SCHEMA()
+        assert schema.category.startswith("EmoCAST") and schema.display_name and schema.description
+        assert [(item.id) for item in schema.inputs] == [name for name, _ in cf.NODE_INPUTS[node_id]]
+        for item in schema.inputs:
+            assert item.tooltip, f"{node_id}.{item.id} has no tooltip"
+        assert [output.get_io_type() for output in schema.outputs] == cf.NODE_OUTPUTS[node_id]
+
+
+def test_model_folder_registration_keeps_extra_paths(pack, nodes):
+    paths = sys.modules["emocast_pack.nodes.paths"]
+    folder_paths.add_model_folder_path("emocast", "/extra/emocast")
+    paths.register_model_folders()
+    registered, extensions = folder_paths.folder_names_and_paths["emocast"]
+    assert "/extra/emocast" in registered and os.path.join(folder_paths.models_dir, "emocast") in registered
+    assert {".safetensors", ".pth"} <= set(extensions)
+
+
+def test_loaders_list_the_files_in_place(models_root, nodes):
+    choices = lambda node_id, name: next(i for i in nodes[node_id].GET_SCHEMA().inputs if i.id == name).options  # noqa: E731
+    assert "emocast/tiny_net.safetensors" in choices("EmoCASTModelLoader", "checkpoint")
+    assert "vae/tiny_vae" in choices("EmoCASTModelLoader", "vae")
+    assert "text_encoders/clip_l.safetensors" in choices("EmoCASTTextEncoderLoader", "text_encoder")
+    assert "audio_encoders/tiny_wav2vec2" in choices("EmoCASTAudioEncoderLoader", "wav2vec2")
+    assert "insightface/models/antelopev2" in choices("EmoCASTFaceAnalyzerLoader", "face_models")
+    message = nodes["EmoCASTModelLoader"].validate_inputs(checkpoint="emocast/nope.safetensors", vae="vae/tiny_vae")
+    assert isinstance(message, str) and "nope.safetensors" in message
+
+
+@pytest.fixture(scope="module")
+def conditions(models_root, nodes):
+    from PIL import Image
+
+    image = torch.from_numpy(np.array(Image.open(models_root / "input" / cf.PORTRAIT).convert("RGB"))).float()[None] / 255
+    with wave.open(str(models_root / "input" / cf.SPEECH)) as handle:
+        rate = handle.getframerate()
+        samples = np.frombuffer(handle.readframes(handle.getnframes()), "<i2").astype(np.float32) / 32768
+    audio = {"waveform": torch.from_numpy(samples)[None, None].repeat(1, 2, 1), "sample_rate": rate}  # stereo
+    tiny = cf.TINY_OVERRIDES
+    model = run(nodes["EmoCASTModelLoader"], **tiny["EmoCASTModelLoader"]).result[0]
+    text_encoder = run(nodes["EmoCASTTextEncoderLoader"], **tiny["EmoCASTTextEncoderLoader"]).result[0]
+    audio_encoder = run(nodes["EmoCASTAudioEncoderLoader"], **tiny["EmoCASTAudioEncoderLoader"]).result[0]
+    analyzer = run(nodes["EmoCASTFaceAnalyzerLoader"], **tiny["EmoCASTFaceAnalyzerLoader"]).result[0]
+    reference, crop, mask = run(nodes["EmoCASTReferenceEncoder"], face_analyzer=analyzer, image=image, size=128,
+                                face_index=0, face_expand_ratio=1.2, on_no_face="error", crop_to_face=True).result
+    emotion = run(nodes["EmoCASTEmotionEncode"], text_encoder=text_encoder, preset="happy", text="", intensity=0.7).result[0]
+    features, used_audio, frame_count, fps = run(
+        nodes["EmoCASTAudioFeatures"], audio_encoder=audio_encoder, audio=audio, fps=25.0, start_time=0.1, duration=0.0,
+        separate_vocals=True, clip_length=8).result
+    return dict(model=model, text_encoder=text_encoder, reference=reference, crop=crop, mask=mask, emotion=emotion,
+                features=features, audio=used_audio, frame_count=frame_count, fps=fps, rate=rate, samples=samples)
+
+
+def test_conditioning_outputs(conditions):
+    assert conditions["crop"].shape == (1, 128, 128, 3) and 0 <= conditions["crop"].min() <= conditions["crop"].max() <= 1
+    assert conditions["mask"].shape == (1, 128, 128)
+    assert conditions["frame_count"] == math.ceil(0.2 * 25) and conditions["fps"] == 25.0
+    used = conditions["audio"]
+    first = round(0.1 * conditions["rate"])
+    assert used["sample_rate"] == conditions["rate"] and used["waveform"].shape[:2] == (1, 2)
+    assert torch.equal(used["waveform"][0, 0], torch.from_numpy(conditions["samples"][first:]))
+
+
+def test_emotion_schedule_gives_per_frame_tokens(nodes, conditions):
+    emotion = run(nodes["EmoCASTEmotionEncode"], text_encoder=conditions["text_encoder"], preset="happy", text="",
+                  intensity=1.0, schedule="0: neutral\n0.2: sad @0.5", transition=0.0).result[0]
+    per_frame = emotion.conditions(10, 25.0)
+    assert per_frame.tokens.shape[0] == 10
+    assert torch.equal(per_frame.tokens[0], per_frame.tokens[4]) and not torch.equal(per_frame.tokens[4], per_frame.tokens[5])
+    with pytest.raises(ValueError, match="empty"):
+        run(nodes["EmoCASTEmotionEncode"], text_encoder=conditions["text_encoder"], preset="custom text", text="  ", intensity=1.0)
+
+
+SAMPLER = dict(seed=3, steps=1, cfg=3.5, solver="ddim", overlap=0, audio_cfg=0.0, emotion_cfg=0.0, guidance_fraction=1.0,
+               pose_weight=1.0, face_weight=1.0, lip_weight=1.0, motion_frames=2)
+
+
+@pytest.fixture(scope="module")
+def frames(nodes, conditions):
+    images, fps = run(nodes["EmoCASTSampler"], model=conditions["model"], reference=conditions["reference"],
+                      emotion=conditions["emotion"], audio_features=conditions["features"], **SAMPLER).result
+    return images, fps
+
+
+def test_sampler_makes_one_frame_per_audio_frame(frames, conditions):
+    images, fps = frames
+    assert images.shape == (conditions["frame_count"], 128, 128, 3) and images.dtype == torch.float32
+    assert 0.0 <= images.min() and images.max() <= 1.0 and fps == 25.0
+
+
+def test_interrupt_raises_comfyui_interrupt_and_writes_nothing(nodes, conditions, models_root):
+    mm.interrupt_current_processing(True)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            run(nodes["EmoCASTSampler"], model=conditions["model"], reference=conditions["reference"],
+                emotion=conditions["emotion"], audio_features=conditions["features"], **SAMPLER)
+    finally:
+        mm.interrupt_current_processing(False)
+
+
+def test_video_combine_and_paste_back(nodes, frames, conditions, models_root):
+    from emocast_pack.emocast_core.video import probe_video
+
+    images, fps = frames
+    full = run(nodes["EmoCASTPasteBack"], images=images, reference=conditions["reference"], feather=0.1).result[0]
+    assert full.shape == (images.shape[0], 512, 512, 3)
+    output = run(nodes["EmoCASTVideoCombine"], images=full, fps=fps, filename_prefix="EmoCAST/test", crf=23,
+                 audio=conditions["audio"])
+    video = output.result[0]
+    saved = output.ui.as_dict()["images"][0]
+    path = models_root / "output" / saved["subfolder"] / saved["filename"]
+    info = probe_video(path)
+    assert (info.num_frames, info.width, info.height, info.has_audio) == (images.shape[0], 512, 512, True)
+    assert video.get_dimensions() == (512, 512)
+    assert not [p for p in path.parent.iterdir() if "partial" in p.name]
+
+
+def test_sampler_options_reach_the_pipeline(nodes, conditions):
+    """Several clips with overlap, another solver, separate audio/emotion guidance on half the steps and a
+    per-frame emotion schedule: the frame count still follows the audio."""
+    features = conditions["features"]
+    short_clips = type(features)(features=features.features, clip_length=4, audio=features.audio)
+    emotion = run(nodes["EmoCASTEmotionEncode"], text_encoder=conditions["text_encoder"], preset="happy", text="",
+                  intensity=1.0, schedule="0: neutral\n0.1: angry @1.5", transition=0.1).result[0]
+    options = dict(SAMPLER, steps=2, solver="dpmpp_2m", overlap=1, audio_cfg=2.0, emotion_cfg=1.5,
+                   guidance_fraction=0.5, pose_weight=0.5, face_weight=1.2, lip_weight=1.5, motion_frames=1)
+    images, _ = run(nodes["EmoCASTSampler"], model=conditions["model"], reference=conditions["reference"],
+                    emotion=emotion, audio_features=short_clips, **options).result
+    assert images.shape == (conditions["frame_count"], 128, 128, 3)
+    assert torch.isfinite(images).all()
