@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from . import __version__
+from .training.cli import add_dataset_command, add_train_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,8 +22,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"emocast_core {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="<command>")
-    add_convert_command(subparsers)
     add_generate_command(subparsers)
+    add_convert_command(subparsers)
+    add_dataset_command(subparsers)
+    add_train_command(subparsers)
     return parser
 
 
