@@ -36,10 +36,11 @@ def official_dir() -> Path:
     return OFFICIAL_DIR
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="session", autouse=True)
 def _single_thread():
     # The oracle tolerances were measured single-threaded, and on a busy 2-core machine extra
-    # intra-op threads make tiny models far slower, not faster.
+    # intra-op threads make tiny models far slower, not faster. Session-wide, so module-scoped
+    # fixtures compute with the same thread count as the tests that compare against them.
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -238,6 +238,6 @@ def one_thread():
 
 
 @pytest.fixture
-def single_thread(_deterministic_threads):
+def single_thread():
     with one_thread():
         yield
