@@ -7,7 +7,6 @@ import comfy.model_management as mm
 import torch
 from comfy_api.latest import io
 
-from ..emocast_core.conditioning.audio import AudioEncoder
 from ..emocast_core.conditioning.audio_decode import load_audio
 from ..emocast_core.conditioning.emotion import (
     EMOTION_PRESETS,
@@ -170,11 +169,8 @@ class EmoCASTAudioFeatures(io.ComfyNode):
             span = audio_encoder.vocal_separator.separate(span)
 
         load_to_device(audio_encoder.patcher)
-        base = audio_encoder.encoder
-        # The patcher may have moved the model; encode with inputs on the model's current device.
-        device = next(base.wav2vec2.parameters()).device
-        encoder = AudioEncoder(base.wav2vec2, base.normalizer, device=device, dtype=base.dtype)
-        features = encoder.encode(load_audio(span), fps=fps, clip_length=clip_length)
+        # The encoder follows its weights wherever the patcher put them.
+        features = audio_encoder.encoder.encode(load_audio(span), fps=fps, clip_length=clip_length)
         features = _to_device(features, mm.intermediate_device())
         result = AudioFeaturesInput(features=features, clip_length=int(clip_length), audio=used_audio)
         return io.NodeOutput(result, used_audio, int(features.num_frames), float(fps))

@@ -23,7 +23,6 @@ from audio_media import (
 from emocast_core.conditioning.audio import (
     AudioDecodeError,
     AudioEncoder,
-    DecodedAudio,
     FrameRateFeatureEncoder,
     audio_windows,
     load_audio,

@@ -179,11 +179,19 @@ class AudioEncoder:
     Build with :meth:`from_pretrained` from a local Hugging Face folder; nothing is downloaded.
     """
 
-    def __init__(self, wav2vec2: nn.Module, normalizer, *, device: torch.device, dtype: torch.dtype):
+    def __init__(self, wav2vec2: nn.Module, normalizer):
         self.wav2vec2 = wav2vec2
         self.normalizer = normalizer
-        self.device = device
-        self.dtype = dtype
+
+    # Read from the weights, so a host that moves the model (e.g. ComfyUI's memory manager) is
+    # followed without telling this object.
+    @property
+    def device(self) -> torch.device:
+        return next(self.wav2vec2.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.wav2vec2.parameters()).dtype
 
     # ------------------------------------------------------------------ loading
     @staticmethod
@@ -224,7 +232,7 @@ class AudioEncoder:
         wav2vec2.feature_extractor = FrameRateFeatureEncoder(wav2vec2.feature_extractor)
         wav2vec2.eval().requires_grad_(False)  # eval: no SpecAugment masking, no LayerDrop, no dropout
         wav2vec2.to(device=device, dtype=dtype)
-        return cls(wav2vec2, normalizer, device=torch.device(device), dtype=dtype)
+        return cls(wav2vec2, normalizer)
 
     # ------------------------------------------------------------------ steps
     def normalize(self, waveform: np.ndarray) -> np.ndarray:
