@@ -183,8 +183,9 @@ def predict_guided(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One guided v-prediction for a clip.
 
-    latents (1, 4, F, h, w); audio_tokens (1, F, 32, D); emotion_tokens (F, 77, D): the emotion
-    text of each frame, read by the cross-attention and used as the audio query.
+    latents (1, 4, F, h, w); audio_tokens (1, F, 32, D); emotion_tokens (F, 77, D) or (1, 77, D):
+    the emotion text of each frame (or of the whole clip), read by the cross-attention and used as
+    the audio query.
     Returns (guided prediction (1, 4, F, h, w), raw `[uncond; cond]` prediction (2, 4, F, h, w)).
     With `guided=False` only the conditional branch runs (raw holds it alone).
     """
@@ -192,12 +193,11 @@ def predict_guided(
     num_frames = latents.shape[2]
     latents = latents.to(unet.device, unet.dtype)
     audio_tokens = audio_tokens.to(unet.device, unet.dtype)
-    emotion = emotion_tokens.to(unet.device, unet.dtype)[None]  # (1, F, 77, D)
+    emotion_tokens = emotion_tokens.to(unet.device, unet.dtype)
+    # One row: the same emotion for the whole clip (a (2, 81, D) batch); F rows: per frame.
+    text_face = conditions.text_face_tokens_for(emotion_tokens)
+    emotion = emotion_tokens.expand(num_frames, -1, -1)[None]  # (1, F, 77, D), the audio query
     locator = conditions.face_locator_features.expand(-1, -1, num_frames, -1, -1)
-    if bool((emotion_tokens == emotion_tokens[:1]).all()):
-        text_face = conditions.text_face_tokens_for(emotion[0, :1])  # (2, 81, D)
-    else:
-        text_face = conditions.text_face_tokens_for(emotion[0])  # (2, F, 81, D)
 
     if not guided:
         cond_reference = reference.select_rows(slice(1, 2))

@@ -151,7 +151,7 @@ class EmoCASTPipeline:
         emotion: EmotionConditions,
         audio_windows: torch.Tensor,
         num_frames: int,
-        config: GenerationConfig = GenerationConfig(),
+        config: Optional[GenerationConfig] = None,
         progress: Optional[Callable[[ProgressEvent], None]] = None,
         should_cancel: Optional[Callable[[], bool]] = None,
         preview_every: int = 0,
@@ -168,7 +168,7 @@ class EmoCASTPipeline:
         emotion: EmotionConditions,
         audio_windows: torch.Tensor,
         num_frames: int,
-        config: GenerationConfig = GenerationConfig(),
+        config: Optional[GenerationConfig] = None,
         progress: Optional[Callable[[ProgressEvent], None]] = None,
         should_cancel: Optional[Callable[[], bool]] = None,
         preview_every: int = 0,
@@ -180,6 +180,7 @@ class EmoCASTPipeline:
         the end of the audio reuse the last window). num_frames: the audio's video-frame count.
         """
         net = self.net
+        config = config or GenerationConfig()
         if num_frames < 1:
             raise ValueError("num_frames must be at least 1")
         if audio_windows.shape[0] < 1:
@@ -202,6 +203,8 @@ class EmoCASTPipeline:
         for clip_index, start in enumerate(starts):
             stop = start + config.clip_length
             clip_text = emotion.for_frames(start, stop).to(self.device, self.dtype)
+            if bool((clip_text == clip_text[:1]).all()):
+                clip_text = clip_text[:1]  # one emotion for the whole clip
             clip_conditions = conditions.with_text(clip_text[:1])
             # Reference-image features depend only on the text: computed once unless it changes.
             if cached_for_text is None or not torch.equal(cached_for_text, clip_text[:1]):
