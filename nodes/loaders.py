@@ -15,6 +15,7 @@ from ..emocast_core.checkpoint import load_emocast_net
 from ..emocast_core.conditioning.audio import AudioEncoder
 from ..emocast_core.conditioning.emotion import EmotionTextEncoder
 from ..emocast_core.conditioning.face import FaceAnalyzer
+from ..emocast_core.devices import DTYPE_NAMES
 from ..emocast_core.loading import checkpoint_config, load_vae
 from . import paths
 from .types import (
@@ -29,7 +30,6 @@ from .types import (
 
 CATEGORY = "EmoCAST/loaders"
 PRECISIONS = ["auto", "fp16", "bf16", "fp32"]
-_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 class ModuleHolder(torch.nn.Module):
@@ -54,7 +54,7 @@ def load_to_device(*patchers) -> None:
 
 def pick_dtype(precision: str, device: torch.device, model_params: int = 0) -> torch.dtype:
     if precision != "auto":
-        return _DTYPES[precision]
+        return DTYPE_NAMES[precision]
     return mm.unet_dtype(device=device, model_params=model_params, supported_dtypes=[torch.float16, torch.bfloat16, torch.float32])
 
 
@@ -193,7 +193,7 @@ class EmoCASTAudioEncoderLoader(io.ComfyNode):
     @classmethod
     def execute(cls, wav2vec2, precision, vocal_separator=paths.NONE_CHOICE) -> io.NodeOutput:
         load_device, offload_device = mm.text_encoder_device(), mm.text_encoder_offload_device()
-        dtype = mm.text_encoder_dtype(load_device) if precision == "auto" else _DTYPES[precision]
+        dtype = mm.text_encoder_dtype(load_device) if precision == "auto" else DTYPE_NAMES[precision]
         encoder = AudioEncoder.from_pretrained(paths.resolve(wav2vec2), device=offload_device, dtype=dtype)
         separator = None
         if vocal_separator != paths.NONE_CHOICE:
