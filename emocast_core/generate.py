@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional
 
-import torch
 
 from .guidance import GuidanceConfig
 from .pipeline import EmoCASTPipeline, EmotionConditions, GenerationConfig, ProgressEvent, ReferenceConditions
@@ -59,6 +58,15 @@ def emotion_conditions(text_encoder, request: GenerateRequest, num_frames: int) 
     return EmotionConditions(tokens, uncond)
 
 
+def reference_conditions(prepared, net) -> ReferenceConditions:
+    """The pipeline's reference conditions for `net`. The front-end makes masks for SD's 4 UNet
+    levels; a network with fewer levels (the demo model has 2) reads the first ones."""
+    reference = ReferenceConditions.from_prepared(prepared)
+    num_levels = len(net.config.unet.block_out_channels)
+    return replace(reference, full_mask=reference.full_mask[:num_levels], face_mask=reference.face_mask[:num_levels],
+                   lip_mask=reference.lip_mask[:num_levels])
+
+
 def generate_video(
     models,
     request: GenerateRequest,
@@ -85,7 +93,7 @@ def generate_video(
     pipeline = EmoCASTPipeline(models.net, models.vae, scheduler)
     soundtrack = load_audio(request.audio, sample_rate=OUTPUT_AUDIO_RATE)
     frames = pipeline.generate(
-        ReferenceConditions.from_prepared(prepared),
+        reference_conditions(prepared, models.net),
         emotion,
         features.windows(),
         features.num_frames,
@@ -114,10 +122,12 @@ def add_generate_command(subparsers) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     io = parser.add_argument_group("inputs and output")
-    io.add_argument("--image", required=True, type=Path, help="portrait image (any size; the face is found and cropped)")
-    io.add_argument("--audio", required=True, type=Path, help="speech: wav, mp3, flac, m4a, ogg, or a video's sound track")
+    io.add_argument("--image", type=Path, help="portrait image (any size; the face is found and cropped); with --demo: the sample portrait")
+    io.add_argument("--audio", type=Path, help="speech: wav, mp3, flac, m4a, ogg, or a video's sound track; with --demo: the sample speech")
     io.add_argument("--out", required=True, type=Path, help="the MP4 to write (appears only when complete)")
-    io.add_argument("--models", required=True, type=Path, help="models folder (ComfyUI's models/ or the same layout; see README)")
+    io.add_argument("--models", type=Path, help="models folder (ComfyUI's models/ or the same layout; see README); not used with --demo")
+    io.add_argument("--demo", action="store_true",
+                    help="use the embedded synthetic demo model (64 px drawn faces, no downloads), not the released weights")
     emotion = parser.add_argument_group("emotion")
     chosen = emotion.add_mutually_exclusive_group()
     chosen.add_argument("--emotion", help='free-text emotion, e.g. "A person is talking with happy emotion."')
@@ -133,13 +143,13 @@ def add_generate_command(subparsers) -> None:
     sampling.add_argument("--sampler", default="ddim", choices=SCHEDULER_NAMES, help="solver (ddim is upstream's)")
     sampling.add_argument("--seed", type=int, default=42, help="random seed (same seed, same video)")
     sampling.add_argument("--overlap", type=int, default=0, help="frames shared and cross-faded between clips (0 = upstream)")
-    sampling.add_argument("--clip-length", type=int, default=16, help="frames generated together")
+    sampling.add_argument("--clip-length", type=int, default=None, help="frames generated together (16; the demo model's own with --demo)")
     sampling.add_argument("--pose-weight", type=float, default=1.0, help="audio influence on head pose / background")
     sampling.add_argument("--face-weight", type=float, default=1.0, help="audio influence on the face (without lips)")
     sampling.add_argument("--lip-weight", type=float, default=1.0, help="audio influence on the lips")
     picture = parser.add_argument_group("picture and sound")
     picture.add_argument("--fps", type=int, default=25, help="video frame rate (the model was trained at 25)")
-    picture.add_argument("--size", type=int, default=512, help="model resolution (the released model: 512)")
+    picture.add_argument("--size", type=int, default=None, help="model resolution (the released model: 512; the demo model: 64)")
     picture.add_argument("--paste-back", action="store_true", help="put the animated face back into the full original picture")
     picture.add_argument("--face-index", type=int, default=None, help="which face (0 = largest) when there are several")
     picture.add_argument("--no-face", choices=("error", "center"), default="error", help="what to do when no face is found")
@@ -154,7 +164,7 @@ def request_from_args(args: argparse.Namespace) -> GenerateRequest:
     generation = GenerationConfig(
         num_inference_steps=args.steps,
         guidance=GuidanceConfig(scale=args.cfg, audio_scale=args.audio_cfg, emotion_scale=args.emotion_cfg, active_fraction=args.cfg_fraction),
-        clip_length=args.clip_length,
+        clip_length=args.clip_length or 16,
         overlap=args.overlap,
         region_scales=(args.pose_weight, args.face_weight, args.lip_weight),
         sampler=args.sampler,
@@ -168,7 +178,7 @@ def request_from_args(args: argparse.Namespace) -> GenerateRequest:
         intensity=args.intensity,
         emotion_schedule=args.emotion_schedule,
         fps=args.fps,
-        size=args.size,
+        size=args.size or 512,
         paste_back=args.paste_back,
         face_index=args.face_index,
         on_no_face=args.no_face,
@@ -182,28 +192,50 @@ def run_generate(args: argparse.Namespace) -> int:
 
     from .devices import pick_device, pick_dtype
     from .loading import load_models
-    from .model_files import MissingModelFilesError, resolve_model_paths
+    from .model_files import resolve_model_paths
 
+    demo = None
+    if args.demo:
+        from .demo.bundle import DemoBundle
+
+        # The bundle brings its own sample inputs and the resolution / clip length it was trained at.
+        demo = DemoBundle()
+        if demo.missing_files():
+            print(f"error: the demo bundle is incomplete; missing: {', '.join(map(str, demo.missing_files()))}", file=sys.stderr)
+            return 2
+        args.image, args.audio = args.image or demo.portrait, args.audio or demo.speech
+        args.size, args.clip_length = args.size or demo.size, args.clip_length or demo.clip_length
+    elif args.image is None or args.audio is None or args.models is None:
+        print("error: --image, --audio and --models are required (or use --demo)", file=sys.stderr)
+        return 2
     for path, what in ((args.image, "portrait"), (args.audio, "speech")):
         if not path.is_file():
             print(f"error: {what} file not found: {path}", file=sys.stderr)
             return 2
     request = request_from_args(args)
-    require = ["checkpoint", "vae", "text_encoder", "audio_encoder", "face"]
-    if request.separate_vocals:
-        require.append("vocal_separator")
-    try:
-        paths = resolve_model_paths(args.models, require=require)
-    except MissingModelFilesError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
     device = pick_device(args.device)
     dtype = pick_dtype(args.dtype, device)
-    try:
-        models = load_models(paths, device=device, dtype=dtype, with_vocal_separator=request.separate_vocals)
-    except (FileNotFoundError, ValueError) as error:  # CheckpointError is a ValueError
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    if demo is not None:
+        from .demo.bundle import load_demo_models
+
+        if request.separate_vocals:
+            print("error: --separate-vocals is not available with --demo", file=sys.stderr)
+            return 2
+        try:
+            models = load_demo_models(demo, device=device, dtype=dtype)
+        except (FileNotFoundError, ImportError, ValueError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+    else:
+        require = ["checkpoint", "vae", "text_encoder", "audio_encoder", "face"]
+        if request.separate_vocals:
+            require.append("vocal_separator")
+        try:
+            paths = resolve_model_paths(args.models, require=require)
+            models = load_models(paths, device=device, dtype=dtype, with_vocal_separator=request.separate_vocals)
+        except (FileNotFoundError, ValueError) as error:  # MissingModelFilesError; CheckpointError is a ValueError
+            print(f"error: {error}", file=sys.stderr)
+            return 2
 
     bar = None
 

@@ -13,7 +13,10 @@ WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
 UI_FILES = sorted(WORKFLOWS.glob("*.json"))
 FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 PACK_ID = "comfyui-emocast"
-EXPECTED = {"emocast_basic", "emocast_emotion_keyframes", "emocast_sd_portrait_upscale", "emocast_native_video"}
+EXPECTED = {
+    "emocast_basic", "emocast_emotion_keyframes", "emocast_sd_portrait_upscale", "emocast_native_video",
+    "demo_basic", "demo_emotion_keyframes",
+}
 
 
 def load(path: Path) -> dict:

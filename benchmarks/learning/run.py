@@ -21,14 +21,14 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from emocast_core.synthetic import benchmark  # noqa: E402
+from emocast_core.synthetic import benchmark
 
+logger = logging.getLogger("benchmarks.learning")
 STEPS = ("corpus", "vae", "dataset", "train", "evaluate", "bundle")
 
 
@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     for step in args.steps:
         started = time.time()
         result = getattr(run, step)() if step != "bundle" else run.bundle(args.bundle_out)
-        logging.info("%s done in %.0f s", step, time.time() - started)
+        logger.info("%s done in %.0f s", step, time.time() - started)
         if step == "evaluate":
             print(json.dumps(result, indent=2))
     return 0

@@ -1,0 +1,183 @@
+"""The synthetic learning benchmark as resumable steps (driven by benchmarks/learning/run.py).
+
+Folder layout under `work`:
+  corpus/train, corpus/held_out   `corpus.write_corpus` folders
+  models/vae, models/wav2vec2     frozen encoders of the run
+  data/                           the training set (dataset builder output)
+  run/                            trainer output (checkpoints, exports/step-*, exports/final)
+  eval/                           metrics.json and sample frames
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .captions import HELD_OUT_TEMPLATES
+from .corpus import plan_clips, sample_identities, write_corpus
+from .faces import EMOTIONS, FaceState, head_motion, render_face
+from .speech import HELD_OUT_SENTENCES, TRAIN_SENTENCES
+
+logger = logging.getLogger(__name__)
+SIZE = 64
+
+
+@dataclass(frozen=True)
+class BenchmarkPreset:
+    train_speakers: int
+    held_out_speakers: int
+    clips_per_speaker: int
+    held_out_clips_per_speaker: int
+    vae_seconds: float
+    vae_frames: int
+    train_steps: int
+    batch_size: int
+    num_frames: int
+    learning_rate: float
+    checkpoint_every: int
+    eval_steps: int  # denoising steps per generated clip
+    eval_clips: int  # held-out clips generated for the lip-sync metric
+    seed: int = 0
+
+    def with_train_steps(self, steps: int) -> BenchmarkPreset:
+        return dataclasses.replace(self, train_steps=steps)
+
+
+PRESETS = {
+    "full": BenchmarkPreset(
+        train_speakers=32, held_out_speakers=6, clips_per_speaker=5, held_out_clips_per_speaker=4,
+        vae_seconds=570, vae_frames=5000, train_steps=3000, batch_size=4, num_frames=6, learning_rate=8e-4,
+        checkpoint_every=25, eval_steps=12, eval_clips=8,
+    ),
+    # The regression test: a few minutes of CPU at most.
+    "test": BenchmarkPreset(
+        train_speakers=4, held_out_speakers=1, clips_per_speaker=3, held_out_clips_per_speaker=2,
+        vae_seconds=10, vae_frames=400, train_steps=30, batch_size=2, num_frames=4, learning_rate=1e-3,
+        checkpoint_every=0, eval_steps=4, eval_clips=2,
+    ),
+}
+
+
+class LearningBenchmark:
+    def __init__(self, work: Path, preset: BenchmarkPreset):
+        self.work = Path(work)
+        self.preset = preset
+
+    # --- paths ------------------------------------------------------------------------------------
+    @property
+    def train_corpus(self) -> Path:
+        return self.work / "corpus" / "train"
+
+    @property
+    def held_out_corpus(self) -> Path:
+        return self.work / "corpus" / "held_out"
+
+    @property
+    def vae_dir(self) -> Path:
+        return self.work / "models" / "vae"
+
+    @property
+    def wav2vec_dir(self) -> Path:
+        return self.work / "models" / "wav2vec2"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.work / "data"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.work / "run"
+
+    # --- steps ------------------------------------------------------------------------------------
+    def corpus(self) -> None:
+        preset = self.preset
+        rng = np.random.default_rng(preset.seed)
+        names = [f"T{i:03d}" for i in range(preset.train_speakers)]
+        held_names = [f"H{i:03d}" for i in range(preset.held_out_speakers)]
+        identities = sample_identities(names + held_names, rng)
+        if not (self.train_corpus / "clips.jsonl").is_file():
+            specs = plan_clips(names, preset.clips_per_speaker, TRAIN_SENTENCES, rng)
+            write_corpus(self.train_corpus, {n: identities[n] for n in names}, specs, SIZE)
+        if not (self.held_out_corpus / "clips.jsonl").is_file():
+            specs = plan_clips(held_names, preset.held_out_clips_per_speaker, HELD_OUT_SENTENCES,
+                               np.random.default_rng(preset.seed + 1), templates=HELD_OUT_TEMPLATES)
+            write_corpus(self.held_out_corpus, {n: identities[n] for n in held_names}, specs, SIZE)
+
+    def vae(self) -> None:
+        from .models import train_tiny_vae, write_random_wav2vec2
+
+        if not (self.wav2vec_dir / "model.safetensors").is_file():
+            write_random_wav2vec2(self.wav2vec_dir)
+        if (self.vae_dir / "config.json").is_file():
+            return
+        frames = self.vae_frames(self.preset.vae_frames)
+        # Two phases: a fast start, then a lower learning rate for the details (mouth, eyes, colours).
+        vae, steps = train_tiny_vae(frames, 0.42 * self.preset.vae_seconds, seed=self.preset.seed, log=logger.info)
+        vae, more = train_tiny_vae(frames, 0.58 * self.preset.vae_seconds, seed=self.preset.seed + 1, log=logger.info,
+                                   vae=vae, learning_rate=1.5e-3)
+        logger.info("vae: %d steps", steps + more)
+        vae.save_pretrained(self.vae_dir)
+
+    def vae_frames(self, count: int) -> np.ndarray:
+        """Random frames of the training identities in random states (more varied than clips)."""
+        from .corpus import identity_from_dict
+
+        rows = [json.loads(line) for line in (self.train_corpus / "clips.jsonl").read_text().splitlines()]
+        identities = [identity_from_dict(row["identity"]) for row in rows]
+        rng = np.random.default_rng(self.preset.seed + 2)
+        frames = []
+        for _ in range(count):
+            pose = head_motion(1, rng)[0]
+            state = FaceState(float(rng.uniform(0, 1)), str(rng.choice(EMOTIONS)), float(rng.uniform(0, 1.2)),
+                              pose[0] * rng.uniform(0, 2), pose[1] * rng.uniform(0, 2), pose[2] * rng.uniform(0, 2))
+            frames.append(render_face(identities[rng.integers(len(identities))], state, SIZE))
+        return np.stack(frames)
+
+    def dataset(self) -> None:
+        from .training import build_training_set
+
+        if (self.data_dir / "index.jsonl").is_file():
+            return
+        report = build_training_set(self.train_corpus, self.data_dir, self.wav2vec_dir, size=SIZE)
+        logger.info("dataset: %d clips, skipped %s", report.added_clips, report.skipped)
+
+    def training_config(self):
+        from ..demo.text_encoder import minilm_folder
+        from .training import training_config
+
+        preset = self.preset
+        return training_config(
+            self.data_dir, self.vae_dir, minilm_folder(), self.run_dir, preset.train_steps,
+            learning_rate=preset.learning_rate, batch_size=preset.batch_size, num_frames=preset.num_frames,
+            seed=preset.seed, checkpoint_every=preset.checkpoint_every,
+        )
+
+    def train(self):
+        from .training import SyntheticTrainer
+
+        result = SyntheticTrainer(self.training_config()).train()
+        return result
+
+    def latest_export(self) -> Path:
+        """exports/final, else the newest exports/step-*."""
+        final = self.run_dir / "exports" / "final"
+        if final.is_dir():
+            return final
+        steps = sorted((self.run_dir / "exports").glob("step-*"))
+        if not steps:
+            raise FileNotFoundError(f"no export in {self.run_dir / 'exports'}")
+        return steps[-1]
+
+    def evaluate(self) -> dict:
+        from .evaluation import evaluate_benchmark
+
+        return evaluate_benchmark(self)
+
+    def bundle(self, out: Path) -> Path:
+        from ..demo.bundle import write_bundle
+
+        return write_bundle(self, out)

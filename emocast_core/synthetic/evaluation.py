@@ -1,0 +1,320 @@
+"""Learning metrics of the synthetic benchmark, computed by the project itself.
+
+A small `FrameReader` CNN is trained on ground-truth synthetic frames (rendered, then passed
+through the run's VAE so that it sees the same kind of pictures the model generates) to read two
+things from a frame: the mouth opening, and the emotion (5 classes). With it:
+
+* lip sync: Pearson correlation, per held-out clip, between the read mouth opening of the generated
+  frames and the clip's audio envelope. Controls: the same measure on the ground-truth video (upper
+  bound) and on frames generated from another clip's audio (shuffled audio, should be ~0);
+* emotion: accuracy of the reader's emotion class on frames generated for each held-out prompt
+  (chance = 1/5), and the reader's probability of the prompt's emotion as the intensity grows
+  (should rise with it);
+* identity: the skin, hair and background colours read from generated frames against those of
+  each held-out reference; accuracy of picking the right person (chance = 1 / number of people)
+  and the mean colour error.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+
+import numpy as np
+import torch
+from torch import nn
+
+from .captions import held_out_prompts
+from .corpus import identity_from_dict
+from .faces import EMOTIONS, FaceState, Identity, head_motion, render_face
+
+logger = logging.getLogger(__name__)
+INTENSITIES = (0.0, 0.5, 1.0, 1.5)
+
+
+class FrameReader(nn.Module):
+    """64 x 64 RGB in [0, 1] -> (mouth opening, emotion logits)."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 24, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(24, 48, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(48, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+        )
+        self.opening = nn.Linear(256, 1)
+        self.emotion = nn.Linear(256, len(EMOTIONS))
+
+    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.features(frames.permute(0, 3, 1, 2) * 2.0 - 1.0)
+        return self.opening(features)[:, 0], self.emotion(features)
+
+    @torch.no_grad()
+    def read(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(T, 64, 64, 3) uint8 -> (T,) openings, (T, 5) emotion probabilities."""
+        self.eval()
+        openings, probabilities = [], []
+        for chunk in torch.from_numpy(frames).float().div(255.0).split(128):
+            opening, logits = self(chunk)
+            openings.append(opening)
+            probabilities.append(logits.softmax(-1))
+        return torch.cat(openings).numpy(), torch.cat(probabilities).numpy()
+
+
+def ground_truth_frames(identities: Sequence[Identity], count: int, rng: np.random.Generator, size: int = 64):
+    """Random frames with their labels: (N, S, S, 3) uint8, (N,) drawn opening, (N,) emotion index."""
+    from .faces import EMOTION_SHAPES
+
+    frames, openings, emotions = [], [], []
+    for _ in range(count):
+        emotion = int(rng.integers(len(EMOTIONS)))
+        intensity = float(rng.uniform(0.35, 1.2)) if emotion else float(rng.uniform(0, 1))
+        opening = float(rng.uniform(0, 1))
+        pose = head_motion(1, rng)[0]
+        state = FaceState(opening, EMOTIONS[emotion], intensity, pose[0] * rng.uniform(0, 2), pose[1] * rng.uniform(0, 2),
+                          pose[2] * rng.uniform(0, 2))
+        frames.append(render_face(identities[rng.integers(len(identities))], state, size))
+        openings.append(np.clip(opening + intensity * EMOTION_SHAPES[EMOTIONS[emotion]].base_opening, 0, 1.2))
+        emotions.append(emotion)
+    return np.stack(frames), np.array(openings, dtype=np.float32), np.array(emotions)
+
+
+@torch.no_grad()
+def through_vae(vae, frames: np.ndarray) -> np.ndarray:
+    """Encode + decode (posterior mean): what a generated frame of the same content looks like."""
+    out = []
+    for chunk in torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(127.5).sub(1.0).split(64):
+        decoded = vae.decode(vae.encode(chunk.to(vae.dtype)).latent_dist.mean).sample.float()
+        out.append(((decoded.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1))
+    return torch.cat(out).numpy()
+
+
+def train_frame_reader(identities: Sequence[Identity], vae, seconds: float, seed: int = 0, count: int = 4000) -> FrameReader:
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    frames, openings, emotions = ground_truth_frames(identities, count, rng)
+    if vae is not None:
+        # Half the frames as drawn, half as the VAE gives them back.
+        half = count // 2
+        frames[:half] = through_vae(vae, frames[:half])
+    data = torch.from_numpy(frames).float().div(255.0)
+    targets_open, targets_emotion = torch.from_numpy(openings), torch.from_numpy(emotions)
+    reader = FrameReader()
+    optimizer = torch.optim.Adam(reader.parameters(), lr=2e-3)
+    started, step = time.time(), 0
+    while time.time() - started < seconds:
+        index = torch.randint(0, count, (64,))
+        opening, logits = reader(data[index])
+        loss = nn.functional.mse_loss(opening, targets_open[index]) * 10 + nn.functional.cross_entropy(logits, targets_emotion[index])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+    logger.info("frame reader: %d steps, last loss %.4f", step, loss.item())
+    return reader.eval()
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    n = min(len(a), len(b))
+    a, b = np.asarray(a[:n], dtype=np.float64), np.asarray(b[:n], dtype=np.float64)
+    if n < 3 or a.std() < 1e-8 or b.std() < 1e-8:
+        return 0.0
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+@dataclass
+class DemoModels:
+    """What generation needs: net, vae, text encoder, audio encoder, face analyzer."""
+
+    net: object
+    vae: object
+    text_encoder: object
+    audio_encoder: object
+    face_analyzer: object
+
+
+class SyntheticGenerator:
+    """Held-out portrait + speech + prompt -> (T, 64, 64, 3) uint8 frames, through the pipeline."""
+
+    def __init__(self, models: DemoModels, num_inference_steps: int, clip_length: int = 8, guidance_scale: float = 3.5,
+                 seed: int = 0, size: int = 64):
+        from ..guidance import GuidanceConfig
+        from ..pipeline import GenerationConfig
+
+        self.models = models
+        self.size = size
+        self.config = GenerationConfig(num_inference_steps=num_inference_steps, clip_length=clip_length,
+                                       guidance=GuidanceConfig(scale=guidance_scale), seed=seed)
+
+    def reference(self, portrait: np.ndarray):
+        from ..conditioning.face import prepare_reference
+        from ..generate import reference_conditions
+
+        return reference_conditions(prepare_reference(portrait, self.models.face_analyzer, size=self.size), self.models.net)
+
+    def __call__(self, portrait: np.ndarray, waveform: np.ndarray, prompt: str, intensity: float = 1.0,
+                 max_frames: int | None = None) -> np.ndarray:
+        from ..conditioning.emotion import emotion_embedding
+        from ..pipeline import EmoCASTPipeline, EmotionConditions
+        from ..scheduling import make_scheduler
+
+        models = self.models
+        features = models.audio_encoder.encode(waveform, fps=25, clip_length=self.config.clip_length)
+        num_frames = features.num_frames if max_frames is None else min(max_frames, features.num_frames)
+        emotion = EmotionConditions(emotion_embedding(models.text_encoder, prompt, intensity), models.text_encoder.unconditional())
+        pipeline = EmoCASTPipeline(models.net, models.vae, make_scheduler("ddim"))
+        video = pipeline(self.reference(portrait), emotion, features.windows(), num_frames, self.config)
+        return (video.clamp(0, 1) * 255).round().byte().numpy()
+
+
+def portrait_of(identity: Identity, size: int = 64) -> np.ndarray:
+    """The reference portrait: neutral, mouth closed, head straight."""
+    return render_face(identity, FaceState(0.0, "neutral", 0.0), size)
+
+
+def evaluate_benchmark(bench) -> dict:
+    """All metrics of a `benchmark.LearningBenchmark` run -> dict (also written to eval/metrics.json)."""
+    from .analysis import SyntheticRecognizer, synthetic_face_analyzer
+    from .speech import speak
+    from .training import SyntheticTrainer  # noqa: F401  (documents where the models come from)
+
+    preset = bench.preset
+    out_dir = bench.work / "eval"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    models = load_run_models(bench)
+    models.face_analyzer = synthetic_face_analyzer()
+    generator = SyntheticGenerator(models, preset.eval_steps, seed=preset.seed)
+
+    train_rows = [json.loads(line) for line in (bench.train_corpus / "clips.jsonl").read_text().splitlines()]
+    held_rows = [json.loads(line) for line in (bench.held_out_corpus / "clips.jsonl").read_text().splitlines()]
+    train_identities = list({row["speaker"]: identity_from_dict(row["identity"]) for row in train_rows}.values())
+    held_identities = {row["speaker"]: identity_from_dict(row["identity"]) for row in held_rows}
+    reader = train_frame_reader(train_identities, models.vae, seconds=60 if preset.eval_clips > 2 else 10, seed=preset.seed)
+    started = time.time()
+    max_frames = 48
+
+    # --- lip sync on held-out identities, sentences and prompt wordings -------------------------
+    from .corpus import render_clip
+
+    rng = np.random.default_rng(preset.seed + 5)
+    chosen = [held_rows[i] for i in rng.permutation(len(held_rows))[: preset.eval_clips]]
+    lip = {"generated": [], "ground_truth": [], "shuffled_audio": []}
+    identity_hits, colour_errors = [], []
+    recognizer = SyntheticRecognizer()
+    references = {name: recognizer.attributes(portrait_of(identity), _top_of_face(models.face_analyzer, portrait_of(identity)))
+                  for name, identity in held_identities.items()}
+    samples = []
+    for index, row in enumerate(chosen):
+        identity = held_identities[row["speaker"]]
+        waveform = speak(row["sentence"], row["voice"], row["speed"])
+        envelope = np.asarray(row["openings"], dtype=np.float32)[:max_frames]
+        other = chosen[(index + 1) % len(chosen)]
+        other_waveform = speak(other["sentence"], other["voice"], other["speed"])
+        portrait = portrait_of(identity)
+        frames = generator(portrait, waveform, row["caption"], max_frames=max_frames)
+        shuffled = generator(portrait, other_waveform, row["caption"], max_frames=max_frames)
+        truth = render_clip(identity, _spec_from_row(row), 64, waveform).frames[:max_frames]
+        lip["generated"].append(pearson(reader.read(frames)[0], envelope))
+        lip["shuffled_audio"].append(pearson(reader.read(shuffled)[0], envelope))
+        lip["ground_truth"].append(pearson(reader.read(truth)[0], envelope))
+        for frame in frames[:: max(1, len(frames) // 6)]:
+            attributes = recognizer.attributes(frame, _top_of_face(models.face_analyzer, frame))
+            distances = {name: float(np.abs(attributes - ref).mean()) for name, ref in references.items()}
+            identity_hits.append(min(distances, key=distances.get) == row["speaker"])
+            colour_errors.append(distances[row["speaker"]])
+        samples.append(frames)
+        logger.info("lip sync clip %d: r=%.3f (truth %.3f, shuffled %.3f)", index, lip["generated"][-1],
+                    lip["ground_truth"][-1], lip["shuffled_audio"][-1])
+
+    # --- emotion: held-out prompts on held-out identities -----------------------------------------
+    prompts = held_out_prompts()
+    speech = speak(chosen[0]["sentence"], chosen[0]["voice"], chosen[0]["speed"])
+    emotion_names = list(held_identities)[: 2 if preset.eval_clips > 2 else 1]
+    correct, total, confusion = 0, 0, np.zeros((len(EMOTIONS), len(EMOTIONS)), dtype=int)
+    for name in emotion_names:
+        portrait = portrait_of(held_identities[name])
+        for label, emotion in enumerate(EMOTIONS):
+            for prompt in prompts[emotion]:
+                frames = generator(portrait, speech, prompt, max_frames=generator.config.clip_length)
+                predicted = reader.read(frames)[1].mean(axis=0).argmax()
+                confusion[label, predicted] += 1
+                correct += int(predicted == label)
+                total += 1
+    # --- intensity sweep ----------------------------------------------------------------------------
+    portrait = portrait_of(held_identities[emotion_names[0]])
+    sweep = {}
+    for label, emotion in enumerate(EMOTIONS):
+        if emotion == "neutral":
+            continue
+        scores = []
+        for intensity in INTENSITIES:
+            frames = generator(portrait, speech, prompts[emotion][0], intensity=intensity, max_frames=generator.config.clip_length)
+            scores.append(float(reader.read(frames)[1].mean(axis=0)[label]))
+        sweep[emotion] = scores
+    # Rising: never drops by more than 0.02 between steps and gains at least 0.05 from 0 to 1.5
+    # (a flat curve is not a response to intensity).
+    rising = sum(all(b >= a - 0.02 for a, b in pairwise(s)) and s[-1] - s[0] >= 0.05 for s in sweep.values())
+
+    # --- the reader itself on held-out ground truth (how good the measuring tool is) -------------
+    truth_frames, truth_open, truth_emotion = ground_truth_frames(list(held_identities.values()), 500, np.random.default_rng(9))
+    read_open, read_prob = reader.read(truth_frames)
+
+    metrics = {
+        "lip_sync": {
+            "generated_r": float(np.mean(lip["generated"])),
+            "ground_truth_r": float(np.mean(lip["ground_truth"])),
+            "shuffled_audio_r": float(np.mean(lip["shuffled_audio"])),
+            "per_clip": {key: [round(v, 3) for v in values] for key, values in lip.items()},
+            "clips": len(chosen), "frames_per_clip": max_frames,
+        },
+        "emotion": {
+            "accuracy": correct / max(total, 1), "chance": 1 / len(EMOTIONS), "videos": total,
+            "confusion": confusion.tolist(), "labels": list(EMOTIONS),
+        },
+        "intensity": {"intensities": list(INTENSITIES), "target_probability": sweep,
+                      "rising": f"{rising}/{len(sweep)}"},
+        "identity": {
+            "accuracy": float(np.mean(identity_hits)), "chance": 1 / len(held_identities),
+            "mean_colour_error": float(np.mean(colour_errors)),
+        },
+        "frame_reader": {
+            "opening_r_on_truth": pearson(read_open, truth_open),
+            "emotion_accuracy_on_truth": float((read_prob.argmax(1) == truth_emotion).mean()),
+        },
+        "settings": {"denoising_steps": preset.eval_steps, "guidance_scale": 3.5, "export": bench.latest_export().name,
+                     "seconds": round(time.time() - started)},
+    }
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    np.save(out_dir / "sample_frames.npy", np.concatenate([s[:24] for s in samples[:2]]))
+    return metrics
+
+
+def _top_of_face(analyzer, frame: np.ndarray):
+    faces = analyzer.detect(frame)
+    return faces[0].bbox if faces else None
+
+
+def _spec_from_row(row: dict):
+    from .corpus import ClipSpec
+
+    return ClipSpec(**{key: row[key] for key in ClipSpec.__dataclass_fields__})
+
+
+def load_run_models(bench) -> DemoModels:
+    """The trained net (latest export), the run's VAE and wav2vec2, and MiniLM."""
+    from diffusers import AutoencoderKL
+
+    from ..checkpoint import load_emocast_net
+    from ..conditioning.audio import AudioEncoder
+    from ..demo.text_encoder import MiniLMEmotionEncoder
+    from ..loading import checkpoint_config
+
+    export = bench.latest_export()
+    checkpoint = next(p for p in (export / "net.safetensors", export / "net.pth") if p.is_file())
+    net = load_emocast_net(checkpoint, checkpoint_config(checkpoint), device=torch.device("cpu"), dtype=torch.float32)
+    vae = AutoencoderKL.from_pretrained(bench.vae_dir, local_files_only=True).eval()
+    return DemoModels(net.eval(), vae, MiniLMEmotionEncoder.from_pretrained(), AudioEncoder.from_pretrained(bench.wav2vec_dir), None)

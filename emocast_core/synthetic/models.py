@@ -1,0 +1,122 @@
+"""The small models of the synthetic benchmark and demo: network shape, wav2vec2, VAE.
+
+* `demo_net_config()`: a 2-level EmoCAST with every module of the released one (ReferenceNet,
+  motion modules, audio modules with emotive attention, face locator, projections), 384 wide tokens
+  (MiniLM's width), for 64 x 64 frames (8 x 8 latents).
+* `write_random_wav2vec2(folder)`: a small Wav2Vec2 with random but fixed weights (seeded). Its
+  features are a fixed function of the waveform; the network learns to read speech from them.
+  No package ships wav2vec2 weights, so this stands in for wav2vec2-base-960h.
+* `make_tiny_vae()` / `train_tiny_vae(frames)`: a 4-level AutoencoderKL (factor 8, 4 latent
+  channels, like SD's) trained on synthetic frames.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..models.config import (
+    AudioModuleConfig,
+    EmoCASTConfig,
+    MotionModuleConfig,
+    UNetConfig,
+)
+
+TEXT_DIM = 384  # all-MiniLM-L6-v2 hidden size
+WAV2VEC_LAYERS, WAV2VEC_DIM = 4, 64
+WAV2VEC_SEED = 7
+
+
+def demo_net_config() -> EmoCASTConfig:
+    return EmoCASTConfig(
+        unet=UNetConfig(
+            block_out_channels=(32, 64), layers_per_block=1,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            attention_head_dim=2, cross_attention_dim=TEXT_DIM, norm_num_groups=8, sample_size=8,
+        ),
+        motion=MotionModuleConfig(num_attention_heads=2, resolutions=(1, 2), norm_num_groups=8, max_frames=32),
+        audio=AudioModuleConfig(audio_token_dim=TEXT_DIM, emotion_token_dim=TEXT_DIM, emotive_head_dim=16),
+        face_locator_block_out_channels=(8, 16, 16, 32),
+        face_embedding_dim=512,
+        num_face_tokens=2,
+        audio_layers=WAV2VEC_LAYERS,
+        audio_channels=WAV2VEC_DIM,
+        audio_intermediate_dim=64,
+        num_audio_tokens=8,
+    )
+
+
+def write_random_wav2vec2(folder: Path, seed: int = WAV2VEC_SEED) -> Path:
+    """A seeded random Wav2Vec2Model saved as a Hugging Face folder that `AudioEncoder` loads."""
+    from safetensors.torch import save_file
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    torch.manual_seed(seed)
+    config = Wav2Vec2Config(
+        hidden_size=WAV2VEC_DIM, num_hidden_layers=WAV2VEC_LAYERS, num_attention_heads=4, intermediate_size=128,
+        conv_dim=(64,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, vocab_size=32,
+        feat_extract_norm="group", do_stable_layer_norm=False,
+    )
+    model = Wav2Vec2Model(config).eval()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config.save_pretrained(folder)
+    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
+                             return_attention_mask=False).save_pretrained(folder)
+    state = {}
+    for key, tensor in model.state_dict().items():
+        # The legacy weight-norm names, as the released wav2vec2-base-960h file has them.
+        key = key.replace("parametrizations.weight.original0", "weight_g").replace("parametrizations.weight.original1", "weight_v")
+        state[key] = tensor.contiguous().clone()
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    return folder
+
+
+def make_tiny_vae():
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(16, 32, 32, 32), layers_per_block=1, latent_channels=4, norm_num_groups=8, sample_size=64,
+        scaling_factor=1.0,
+    )
+
+
+def train_tiny_vae(frames: np.ndarray, seconds: float, seed: int = 0, batch_size: int = 16, log=print, vae=None,
+                   learning_rate: float = 3e-3):
+    """Train `make_tiny_vae()` on (N, S, S, 3) uint8 frames for about `seconds`.
+
+    Loss: L1 + MSE reconstruction, a small KL term, and extra weight on pixels that differ from the
+    frame's border colour (the face), so the small features — mouth, eyes, brows — are kept.
+    The latents' scaling factor is set afterwards to 1 / their standard deviation (as SD's 0.18215).
+    `vae`: continue training this one instead of a new one.
+    """
+    torch.manual_seed(seed)
+    vae = vae if vae is not None else make_tiny_vae()
+    vae.train().requires_grad_(True)
+    data = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=learning_rate, weight_decay=0.0)
+    generator = torch.Generator().manual_seed(seed)
+    started, step = time.time(), 0
+    while time.time() - started < seconds:
+        index = torch.randint(0, data.shape[0], (batch_size,), generator=generator)
+        batch = data[index]
+        posterior = vae.encode(batch).latent_dist
+        reconstruction = vae.decode(posterior.sample(generator)).sample
+        border = torch.cat([batch[:, :, 0], batch[:, :, -1]], dim=2).median(dim=2).values[:, :, None, None]
+        weight = 1.0 + 4.0 * ((batch - border).abs().sum(1, keepdim=True) > 0.3).float()
+        error = reconstruction - batch
+        loss = (weight * (error.abs() + error**2)).mean() + 1e-6 * posterior.kl().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        if step % 50 == 0:
+            log(f"vae step {step} loss {loss.item():.4f}")
+    vae.eval().requires_grad_(False)
+    with torch.no_grad():
+        latents = torch.cat([vae.encode(chunk).latent_dist.mean for chunk in data[:512].split(64)])
+    vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
+    return vae, step

@@ -1,0 +1,74 @@
+"""The project's dataset builder and trainer, set up for the synthetic corpus.
+
+* `build_training_set` runs `training.DatasetBuilder` with the synthetic face analysis, a wav2vec2
+  folder and the corpus' label and caption files.
+* `SyntheticTrainer` is `training.Trainer` with one difference: its frozen encoders are a VAE
+  folder and the MiniLM text encoder (the released trainer loads CLIP-L).
+* `training_config(...)` is the configuration of one run: every module of the network trains at
+  once (a single stage, from scratch) on clips with motion frames and the lip-weighted loss.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..training.config import TrainingConfig
+from ..training.trainer import Trainer
+from .models import demo_net_config
+
+
+def build_training_set(corpus: Path, out: Path, wav2vec: Path, size: int = 64, min_frames: int = 25):
+    """corpus: a `corpus.write_corpus` folder -> `out`, a training set (index.jsonl + shards)."""
+    from ..conditioning.audio import AudioEncoder
+    from ..training.captions import CaptionSource, read_caption_file, read_label_file
+    from ..training.dataset_builder import BuildOptions, DatasetBuilder
+    from .analysis import synthetic_face_analyzer
+
+    corpus = Path(corpus)
+    captions = CaptionSource(
+        captions=read_caption_file(corpus / "captions.jsonl"), labels=read_label_file(corpus / "labels.jsonl"),
+        mead_folders=False,
+    )
+    builder = DatasetBuilder(
+        synthetic_face_analyzer(), AudioEncoder.from_pretrained(wav2vec), captions,
+        BuildOptions(size=size, min_frames=min_frames, frame_codec="png", detect_every=5),
+    )
+    return builder.build(corpus / "videos", Path(out))
+
+
+class SyntheticTrainer(Trainer):
+    """`Trainer` whose frozen encoders are `model.vae` (an AutoencoderKL folder) and MiniLM."""
+
+    def build_frozen_encoders(self):
+        from diffusers import AutoencoderKL
+
+        from ..demo.text_encoder import MiniLMEmotionEncoder
+
+        device = self.accelerator.device
+        vae = AutoencoderKL.from_pretrained(self.config.model.vae, local_files_only=True, torch_dtype=self.weight_dtype)
+        vae.to(device).requires_grad_(False).eval()
+        text_encoder = MiniLMEmotionEncoder.from_pretrained(self.config.model.text_encoder, device=device)
+        return vae, text_encoder
+
+
+def training_config(data: Path, vae: Path, text_encoder: Path, output_dir: Path, max_steps: int, *,
+                    learning_rate: float = 1e-3, batch_size: int = 4, num_frames: int = 8, seed: int = 0,
+                    checkpoint_every: int = 0, overrides: dict | None = None) -> TrainingConfig:
+    values = {
+        "output_dir": str(output_dir),
+        "seed": seed,
+        "model": {"architecture": demo_net_config().to_dict(), "vae": str(vae), "text_encoder": str(text_encoder)},
+        "data": {"root": str(data), "num_frames": num_frames, "num_motion_frames": 2, "sample_margin": 4,
+                 "num_workers": 0, "caption_choice": "random"},
+        # One stage that trains every module from scratch; the lip region weighs more (as lip_sync).
+        "stage": {"name": "motion", "trainable": ["*"], "lip_loss_weight": 2.0, "face_loss_weight": 1.0},
+        "sampling": {"reference_policy": "random", "emotion_balance": 1.0, "intensity_balance": 0.0},
+        "dropout": {"reference": 0.02, "face": 0.02, "audio": 0.1, "text": 0.1, "motion_frames": 0.1, "all": 0.05},
+        "noise": {"noise_offset": 0.0},
+        "optimizer": {"learning_rate": learning_rate, "lr_scheduler": "constant_with_warmup", "lr_warmup_steps": 20,
+                      "adam_weight_decay": 0.0},
+        "train": {"batch_size": batch_size, "max_steps": max_steps, "mixed_precision": "no", "log_every": 10},
+        "checkpoint": {"every": checkpoint_every, "export_dtype": "fp32", "keep": 1},
+    }
+    for section, changes in (overrides or {}).items():
+        values[section] = {**values.get(section, {}), **changes} if isinstance(changes, dict) else changes
+    return TrainingConfig.from_dict(values)

@@ -1,0 +1,140 @@
+"""The synthetic talking faces: drawing, speech-driven mouths, face analysis, corpus files, MiniLM."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from emocast_core.synthetic.analysis import SyntheticRecognizer, synthetic_face_analyzer
+from emocast_core.synthetic.faces import (
+    EMOTIONS,
+    FaceGeometry,
+    FaceState,
+    Identity,
+    render_face,
+)
+from emocast_core.synthetic.speech import mouth_openings
+
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+
+
+def identity(seed: int = 0) -> Identity:
+    return Identity.sample(np.random.default_rng(seed))
+
+
+def mouth_darkness(frame: np.ndarray, person: Identity, state: FaceState) -> float:
+    geometry = FaceGeometry.of(person, state, frame.shape[0])
+    x, y = (round(v) for v in geometry.mouth_center())
+    patch = frame[y - 2: y + 3, x - 3: x + 4].astype(np.float64)
+    return float(255 - patch.mean())
+
+
+def test_render_is_deterministic_and_the_mouth_opens():
+    person = identity(1)
+    closed, opened = FaceState(0.0), FaceState(1.0)
+    frame = render_face(person, closed, 64)
+    assert frame.shape == (64, 64, 3) and frame.dtype == np.uint8
+    assert np.array_equal(frame, render_face(person, closed, 64))
+    assert mouth_darkness(render_face(person, opened, 64), person, opened) > mouth_darkness(frame, person, closed) + 20
+
+
+def test_emotions_change_the_face_and_intensity_scales_it():
+    person = identity(2)
+    neutral = render_face(person, FaceState(0.3, "neutral"), 64).astype(np.int16)
+    for emotion in EMOTIONS[1:]:
+        weak = np.abs(render_face(person, FaceState(0.3, emotion, 0.3), 64).astype(np.int16) - neutral).sum()
+        strong = np.abs(render_face(person, FaceState(0.3, emotion, 1.0), 64).astype(np.int16) - neutral).sum()
+        assert strong > weak > 0, emotion
+
+
+def test_mouth_opening_follows_loudness():
+    rate, fps = 16000, 25
+    t = np.arange(rate * 2) / rate
+    gate = (np.sin(2 * np.pi * 2 * t) > 0).astype(np.float32)  # 2 Hz on/off syllables
+    openings = mouth_openings((0.3 * gate * np.sin(2 * np.pi * 200 * t)).astype(np.float32), 50, fps)
+    frame_gate = gate[(np.arange(50) * rate / fps + rate / fps / 2).astype(int)]
+    assert np.corrcoef(openings, frame_gate)[0, 1] > 0.8
+    assert openings.min() == 0.0 and openings.max() == pytest.approx(1.0, abs=0.05)
+
+
+@needs_espeak
+def test_espeak_speech_opens_and_closes_the_mouth():
+    from emocast_core.synthetic.speech import SAMPLE_RATE, speak
+
+    waveform = speak("Hello there, how are you today?")
+    assert waveform.dtype == np.float32 and 0.8 < len(waveform) / SAMPLE_RATE < 4
+    openings = mouth_openings(waveform, int(len(waveform) / SAMPLE_RATE * 25))
+    assert openings.max() > 0.8 and np.mean(openings < 0.3) > 0.05  # opens on vowels, closes in between
+
+
+def test_analyzer_finds_the_face_the_lips_and_a_stable_identity():
+    analyzer = synthetic_face_analyzer()
+    person, other = identity(3), identity(4)
+    state = FaceState(0.8, "happy", 1.0, 0.01, -0.01, 2.0)
+    frame = render_face(person, state, 128)
+    faces = analyzer.detect(frame)
+    assert len(faces) == 1
+    geometry = FaceGeometry.of(person, state, 128)
+    x0, y0, x1, y1 = faces[0].bbox
+    assert x0 < geometry.center_x < x1 and y0 < geometry.center_y < y1
+    lips = analyzer.landmarks(frame, faces[0]).lips
+    mouth_x, mouth_y = geometry.mouth_center()
+    assert lips[:, 0].min() < mouth_x < lips[:, 0].max() and lips[:, 1].min() - 2 < mouth_y < lips[:, 1].max() + 2
+
+    same = analyzer.embedding(render_face(person, FaceState(0.0, "sad"), 128), faces[0])
+    first = analyzer.embedding(frame, faces[0])
+    different = analyzer.embedding(render_face(other, state, 128), analyzer.detect(render_face(other, state, 128))[0])
+    assert first.shape == (512,)
+    assert np.linalg.norm(first - same) < 0.25 * np.linalg.norm(first - different)
+    assert analyzer.detect(np.full((64, 64, 3), 90, dtype=np.uint8)) == []
+
+
+def test_recognizer_reads_the_identity_colours():
+    person = identity(5)
+    frame = render_face(person, FaceState(), 64)
+    bbox = synthetic_face_analyzer().detect(frame)[0].bbox
+    read = SyntheticRecognizer().attributes(frame, bbox)
+    assert np.abs(read[:3] - np.array(person.skin) / 255).max() < 0.05
+    assert np.abs(read[6:] - np.array(person.background) / 255).max() < 0.05
+
+
+@needs_espeak
+def test_corpus_has_videos_labels_captions_and_ground_truth(tmp_path):
+    from emocast_core.synthetic.corpus import (
+        plan_clips,
+        sample_identities,
+        write_corpus,
+    )
+    from emocast_core.synthetic.speech import TRAIN_SENTENCES
+    from emocast_core.video import probe_video
+
+    rng = np.random.default_rng(0)
+    people = sample_identities(["A", "B"], rng)
+    specs = plan_clips(list(people), 1, TRAIN_SENTENCES[:2], rng)
+    write_corpus(tmp_path, people, specs, 64)
+    rows = [json.loads(line) for line in (tmp_path / "clips.jsonl").read_text().splitlines()]
+    assert [row["speaker"] for row in rows] == ["A", "B"]
+    for row in rows:
+        info = probe_video(tmp_path / "videos" / f"{row['speaker']}/{row['name']}.mp4")
+        assert info.has_audio and abs(info.num_frames - len(row["openings"])) <= 1
+    labels = [json.loads(line) for line in (tmp_path / "labels.jsonl").read_text().splitlines()]
+    assert {label["emotion"] for label in labels} <= set(EMOTIONS)
+
+
+def test_minilm_encoder_gives_clip_shaped_tokens():
+    pytest.importorskip("transformers")
+    from emocast_core.demo.text_encoder import (
+        MiniLMEmotionEncoder,
+        MissingTextEncoderError,
+    )
+
+    try:
+        encoder = MiniLMEmotionEncoder.from_pretrained()
+    except MissingTextEncoderError as error:
+        pytest.skip(str(error))
+    tokens = encoder.encode(["A person is talking with happy emotion.", "sad"])
+    assert tokens.shape == (2, 77, 384)
+    assert encoder.unconditional().shape == (1, 77, 384)
+    assert not np.allclose(tokens[0].numpy(), tokens[1].numpy())
