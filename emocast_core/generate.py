@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -58,15 +58,6 @@ def emotion_conditions(text_encoder, request: GenerateRequest, num_frames: int) 
     return EmotionConditions(tokens, uncond)
 
 
-def reference_conditions(prepared, net) -> ReferenceConditions:
-    """The pipeline's reference conditions for `net`. The front-end makes masks for SD's 4 UNet
-    levels; a network with fewer levels (the demo model has 2) reads the first ones."""
-    reference = ReferenceConditions.from_prepared(prepared)
-    num_levels = len(net.config.unet.block_out_channels)
-    return replace(reference, full_mask=reference.full_mask[:num_levels], face_mask=reference.face_mask[:num_levels],
-                   lip_mask=reference.lip_mask[:num_levels])
-
-
 def generate_video(
     models,
     request: GenerateRequest,
@@ -93,7 +84,7 @@ def generate_video(
     pipeline = EmoCASTPipeline(models.net, models.vae, scheduler)
     soundtrack = load_audio(request.audio, sample_rate=OUTPUT_AUDIO_RATE)
     frames = pipeline.generate(
-        reference_conditions(prepared, models.net),
+        ReferenceConditions.from_prepared(prepared),
         emotion,
         features.windows(),
         features.num_frames,

@@ -187,9 +187,11 @@ class EmoCASTPipeline:
             raise ValueError("audio_windows is empty")
 
         # 1. Conditions fixed for the whole video.
+        # The face front-end makes masks for SD's four UNet levels; a smaller network reads its first ones.
+        num_levels = len(net.config.unet.block_out_channels)
+        region_masks = [list(masks)[:num_levels] for masks in (reference.full_mask, reference.face_mask, reference.lip_mask)]
         conditions = prepare_video_conditions(
-            net, reference.face_embedding, emotion.for_frames(0, 1), emotion.uncond_tokens, reference.face_region,
-            [reference.full_mask, reference.face_mask, reference.lip_mask],
+            net, reference.face_embedding, emotion.for_frames(0, 1), emotion.uncond_tokens, reference.face_region, region_masks
         )
         reference_latent = self._encode_images(reference.pixel_values)
         cached_image_features, cached_for_text = None, None

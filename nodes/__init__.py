@@ -1,9 +1,10 @@
 """ComfyUI nodes of the EmoCAST pack: thin V3 nodes over `emocast_core` (needs ComfyUI to import)."""
 from __future__ import annotations
 
-from .paths import register_model_folders
+from .paths import copy_demo_inputs, register_model_folders
 
 register_model_folders()
+copy_demo_inputs()
 
 from .conditioning import CONDITIONING_NODES  # noqa: E402
 from .loaders import LOADER_NODES  # noqa: E402

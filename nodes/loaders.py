@@ -15,6 +15,9 @@ from ..emocast_core.checkpoint import load_emocast_net
 from ..emocast_core.conditioning.audio import AudioEncoder
 from ..emocast_core.conditioning.emotion import EmotionTextEncoder
 from ..emocast_core.conditioning.face import FaceAnalyzer
+from ..emocast_core.demo.bundle import DemoBundle
+from ..emocast_core.demo.text_encoder import MiniLMEmotionEncoder
+from ..emocast_core.synthetic.analysis import synthetic_face_analyzer
 from ..emocast_core.devices import DTYPE_NAMES
 from ..emocast_core.loading import checkpoint_config, load_vae
 from . import paths
@@ -63,7 +66,7 @@ def check_choices(**choices) -> bool | str:
     fails only when the node runs). Returns True or the message ComfyUI shows on the node."""
     problems = []
     for name, label in choices.items():
-        if label in (None, paths.NONE_CHOICE, "auto", "comfyui sd1_tokenizer"):
+        if label in (None, paths.NONE_CHOICE, paths.DEMO_CHOICE, "auto", "comfyui sd1_tokenizer"):
             continue
         try:
             paths.resolve(label)
@@ -98,7 +101,8 @@ class EmoCASTModelLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, checkpoint, vae, precision) -> io.NodeOutput:
-        checkpoint_path = paths.resolve(checkpoint)
+        demo = DemoBundle()
+        checkpoint_path = demo.net if checkpoint == paths.DEMO_CHOICE else paths.resolve(checkpoint)
         load_device, offload_device = mm.get_torch_device(), mm.unet_offload_device()
         dtype = pick_dtype(precision, load_device, model_params=checkpoint_path.stat().st_size // 2)
         # Architecture: stored in the file, else <name>.json / config.json / unet_config.json beside it, else SD1.5.
@@ -107,7 +111,8 @@ class EmoCASTModelLoader(io.ComfyNode):
         vae_device = mm.vae_device()
         # As ComfyUI does for SD VAEs: bf16 where supported, else fp32 (fp16 SD VAEs can overflow to NaN).
         vae_dtype = mm.vae_dtype(vae_device, [torch.bfloat16]) if precision == "auto" else dtype
-        vae_model = load_vae(paths.resolve(vae), device=mm.vae_offload_device(), dtype=vae_dtype)
+        vae_dir = demo.vae_dir if vae == paths.DEMO_CHOICE else paths.resolve(vae)
+        vae_model = load_vae(vae_dir, device=mm.vae_offload_device(), dtype=vae_dtype)
         return io.NodeOutput(LoadedEmoCAST(
             net_patcher=make_patcher(net, load_device, offload_device),
             vae_patcher=make_patcher(vae_model, vae_device, mm.vae_offload_device()),
@@ -141,6 +146,11 @@ class EmoCASTTextEncoderLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, text_encoder, tokenizer) -> io.NodeOutput:
+        load_device, offload_device = mm.text_encoder_device(), mm.text_encoder_offload_device()
+        dtype = mm.text_encoder_dtype(load_device)
+        if text_encoder == paths.DEMO_CHOICE:
+            encoder = MiniLMEmotionEncoder.from_pretrained(device=offload_device, dtype=dtype)
+            return io.NodeOutput(LoadedTextEncoder(encoder, make_patcher(encoder.text_model, load_device, offload_device)))
         path = paths.resolve(text_encoder)
         if tokenizer == "auto":
             tokenizer_dir = _tokenizer_beside(path) or paths.comfy_sd1_tokenizer()
@@ -148,8 +158,6 @@ class EmoCASTTextEncoderLoader(io.ComfyNode):
             tokenizer_dir = paths.comfy_sd1_tokenizer()
         else:
             tokenizer_dir = paths.resolve(tokenizer)
-        load_device, offload_device = mm.text_encoder_device(), mm.text_encoder_offload_device()
-        dtype = mm.text_encoder_dtype(load_device)
         encoder = EmotionTextEncoder.from_pretrained(path, tokenizer_dir, device=offload_device, dtype=dtype)
         return io.NodeOutput(LoadedTextEncoder(encoder, make_patcher(encoder.text_model, load_device, offload_device)))
 
@@ -194,7 +202,8 @@ class EmoCASTAudioEncoderLoader(io.ComfyNode):
     def execute(cls, wav2vec2, precision, vocal_separator=paths.NONE_CHOICE) -> io.NodeOutput:
         load_device, offload_device = mm.text_encoder_device(), mm.text_encoder_offload_device()
         dtype = mm.text_encoder_dtype(load_device) if precision == "auto" else DTYPE_NAMES[precision]
-        encoder = AudioEncoder.from_pretrained(paths.resolve(wav2vec2), device=offload_device, dtype=dtype)
+        folder = DemoBundle().wav2vec_dir if wav2vec2 == paths.DEMO_CHOICE else paths.resolve(wav2vec2)
+        encoder = AudioEncoder.from_pretrained(folder, device=offload_device, dtype=dtype)
         separator = None
         if vocal_separator != paths.NONE_CHOICE:
             from ..emocast_core.conditioning.vocal_separation import VocalSeparator
@@ -241,6 +250,9 @@ class EmoCASTFaceAnalyzerLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, face_models, onnx_device) -> io.NodeOutput:
+        if face_models == paths.DEMO_CHOICE:
+            # The demo portraits are drawn: a colour-based analyser, no model files.
+            return io.NodeOutput(synthetic_face_analyzer())
         return io.NodeOutput(FaceAnalyzer.from_folder(paths.resolve(face_models), providers=onnx_providers(onnx_device)))
 
 

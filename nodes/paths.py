@@ -16,6 +16,9 @@ EMOCAST_FOLDER = "emocast"
 INSIGHTFACE_FOLDER = "insightface"
 CHECKPOINT_EXTENSIONS = {".safetensors", ".pth"}
 NONE_CHOICE = "none"
+# Offered by every loader: the synthetic demo model that ships inside emocast_core (no files needed).
+DEMO_CHOICE = "demo (built-in synthetic model)"
+DEMO_INPUT_FILES = {"emocast_demo_portrait.png": "portrait", "emocast_demo_speech.wav": "speech"}
 
 
 def register_model_folders() -> None:
@@ -104,18 +107,18 @@ def or_placeholder(choices: list[str], placeholder: str) -> list[str]:
 
 
 def checkpoint_choices() -> list[str]:
-    return or_placeholder(find_files((EMOCAST_FOLDER,), CHECKPOINT_EXTENSIONS), "emocast/net.safetensors (missing)")
+    return or_placeholder(find_files((EMOCAST_FOLDER,), CHECKPOINT_EXTENSIONS), "emocast/net.safetensors (missing)") + [DEMO_CHOICE]
 
 
 def vae_choices() -> list[str]:
     files = (("config.json",), ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"))
-    return or_placeholder(find_folders(("vae", EMOCAST_FOLDER), files), "vae/sd-vae-ft-mse (missing)")
+    return or_placeholder(find_folders(("vae", EMOCAST_FOLDER), files), "vae/sd-vae-ft-mse (missing)") + [DEMO_CHOICE]
 
 
 def text_encoder_choices() -> list[str]:
     singles = find_files(("text_encoders",), {".safetensors"})
     hf = find_folders(("text_encoders", EMOCAST_FOLDER), (("config.json",), ("model.safetensors", "pytorch_model.bin"), ("vocab.json",)))
-    return or_placeholder(singles + hf, "text_encoders/clip_l.safetensors (missing)")
+    return or_placeholder(singles + hf, "text_encoders/clip_l.safetensors (missing)") + [DEMO_CHOICE]
 
 
 def tokenizer_choices() -> list[str]:
@@ -125,7 +128,7 @@ def tokenizer_choices() -> list[str]:
 def audio_encoder_choices() -> list[str]:
     files = (("config.json",), ("model.safetensors", "pytorch_model.bin"), ("preprocessor_config.json",))
     return or_placeholder(find_folders(("audio_encoders", EMOCAST_FOLDER), files),
-                          "audio_encoders/wav2vec2-base-960h (missing)")
+                          "audio_encoders/wav2vec2-base-960h (missing)") + [DEMO_CHOICE]
 
 
 def vocal_separator_choices() -> list[str]:
@@ -136,10 +139,27 @@ def vocal_separator_choices() -> list[str]:
 def face_model_choices() -> list[str]:
     files = (("scrfd_10g_bnkps.onnx",), ("glintr100.onnx",))
     return or_placeholder(find_folders((INSIGHTFACE_FOLDER, EMOCAST_FOLDER), files),
-                          "insightface/models/antelopev2 (missing)")
+                          "insightface/models/antelopev2 (missing)") + [DEMO_CHOICE]
 
 
 def comfy_sd1_tokenizer() -> Path:
     import comfy
 
     return Path(comfy.__file__).parent / "sd1_tokenizer"
+
+
+def copy_demo_inputs() -> None:
+    """Put the demo's sample portrait and speech in ComfyUI's input folder (once), so the demo
+    workflows' LoadImage / LoadAudio nodes find them."""
+    import shutil
+
+    from ..emocast_core.demo.bundle import DemoBundle
+
+    bundle = DemoBundle()
+    input_dir = Path(folder_paths.get_input_directory())
+    for name, attribute in DEMO_INPUT_FILES.items():
+        target = input_dir / name
+        source = getattr(bundle, attribute)
+        if not target.exists() and source.is_file():
+            input_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)

@@ -152,9 +152,10 @@ class SyntheticGenerator:
 
     def reference(self, portrait: np.ndarray):
         from ..conditioning.face import prepare_reference
-        from ..generate import reference_conditions
+        from ..pipeline import ReferenceConditions
 
-        return reference_conditions(prepare_reference(portrait, self.models.face_analyzer, size=self.size), self.models.net)
+        # The pipeline keeps the mask levels the network has.
+        return ReferenceConditions.from_prepared(prepare_reference(portrait, self.models.face_analyzer, size=self.size))
 
     def __call__(self, portrait: np.ndarray, waveform: np.ndarray, prompt: str, intensity: float = 1.0,
                  max_frames: int | None = None) -> np.ndarray:
