@@ -27,6 +27,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from .devices import DTYPE_ALIASES
 from .models.config import EmoCASTConfig
 from .models.net import EmoCASTNet
 
@@ -41,16 +42,6 @@ WRAPPER_KEYS = ("state_dict", "module", "net")
 FORMAT_NAME = "emocast-net"
 FORMAT_VERSION = "1"
 
-DTYPES: dict[str, torch.dtype] = {
-    "fp16": torch.float16,
-    "float16": torch.float16,
-    "half": torch.float16,
-    "bf16": torch.bfloat16,
-    "bfloat16": torch.bfloat16,
-    "fp32": torch.float32,
-    "float32": torch.float32,
-    "float": torch.float32,
-}
 _DTYPE_NAMES = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32", torch.float64: "float64"}
 
 _MAX_SAFETENSORS_HEADER = 100_000_000
@@ -67,7 +58,7 @@ def resolve_dtype(dtype: Union[str, torch.dtype, None]) -> Optional[torch.dtype]
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
     try:
-        return DTYPES[dtype.lower()]
+        return DTYPE_ALIASES[dtype.lower()]
     except KeyError:
         raise ValueError(f"unknown dtype {dtype!r}; use one of fp16, bf16, fp32") from None
 

@@ -3,7 +3,16 @@ from __future__ import annotations
 
 import torch
 
-DTYPE_NAMES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+DTYPE_NAMES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}  # what users choose from
+# Every spelling accepted where a precision is named (configs, metadata, command lines).
+DTYPE_ALIASES = {
+    **DTYPE_NAMES,
+    "float16": torch.float16,
+    "half": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float32": torch.float32,
+    "float": torch.float32,
+}
 
 
 def pick_device(name: str = "auto") -> torch.device:

@@ -19,10 +19,10 @@ from typing import Optional, Sequence
 
 import torch
 
+from .devices import DTYPE_ALIASES
 from .models.net import EmoCASTNet
 from .models.reference import DenoiserReference, ReferenceNetFeatures
 
-_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
 @dataclass
@@ -148,7 +148,7 @@ def assemble_reference(net: EmoCASTNet, image_features: ReferenceNetFeatures, mo
     """Combine reference-image and motion-frame features into what the denoiser reads, rows
     `[uncond; cond]`; the unconditional row attends without the reference (upstream's branch)."""
     behaviour = net.config.upstream
-    bank_dtype = _DTYPES[behaviour.reference_bank_dtype] if behaviour.reference_bank_dtype else None
+    bank_dtype = DTYPE_ALIASES[behaviour.reference_bank_dtype] if behaviour.reference_bank_dtype else None
     combined = {}
     for key, image_tokens in image_features.items():
         motion_tokens = motion_features[key].reshape(2, -1, *image_tokens.shape[1:])

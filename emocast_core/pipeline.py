@@ -199,7 +199,8 @@ class EmoCASTPipeline:
         # 2. Clips.
         starts = clip_starts(num_frames, config.clip_length, config.overlap)
         generator = torch.Generator(device="cpu").manual_seed(config.seed)
-        motion_pixels = reference.pixel_values.expand(config.num_motion_frames, -1, -1, -1)
+        # The first clip continues from the reference image itself (upstream), whose latent we have.
+        motion_latents = reference_latent.expand(config.num_motion_frames, -1, -1, -1)
         pending_tail: Optional[torch.Tensor] = None  # last `overlap` frames, waiting to be blended
         emitted = 0
         for clip_index, start in enumerate(starts):
@@ -212,7 +213,7 @@ class EmoCASTPipeline:
             if cached_for_text is None or not torch.equal(cached_for_text, clip_text[:1]):
                 cached_image_features = encode_reference_image(net, reference_latent, clip_conditions, config.num_motion_frames)
                 cached_for_text = clip_text[:1]
-            motion_features = encode_motion_frames(net, self._encode_images(motion_pixels), clip_conditions)
+            motion_features = encode_motion_frames(net, motion_latents, clip_conditions)
             denoiser_reference = assemble_reference(net, cached_image_features, motion_features)
             audio_tokens = net.audioproj(self._windows(audio_windows, start, stop)[None].to(self.device, self.dtype))
 
@@ -226,7 +227,7 @@ class EmoCASTPipeline:
             if clip_index + 1 < len(starts):
                 next_start = starts[clip_index + 1] - start
                 previous = frames[next_start - config.num_motion_frames: next_start]
-                motion_pixels = (previous.permute(0, 3, 1, 2) * 2 - 1).to(reference.pixel_values)
+                motion_latents = self._encode_images(previous.permute(0, 3, 1, 2) * 2 - 1)
 
             # 4. Emit finished frames; overlapping frames are cross-faded with the previous clip.
             if pending_tail is not None:
