@@ -86,12 +86,14 @@ class EmotionShape:
     eye_open: float = 0.0  # relative change of the eye height
 
 
+# Deformations are bold on purpose: the frames are 64 pixels and pass through a small VAE, so a
+# subtle brow tilt would not survive to the frame the metrics read.
 EMOTION_SHAPES = {
     "neutral": EmotionShape(),
-    "happy": EmotionShape(corner_lift=0.16, mouth_width=0.30, brow_raise=0.04, eye_open=-0.35),
-    "sad": EmotionShape(corner_lift=-0.14, mouth_width=-0.12, brow_inner=0.16, eye_open=-0.30),
-    "angry": EmotionShape(corner_lift=-0.05, mouth_width=0.05, brow_raise=-0.06, brow_inner=-0.20, eye_open=-0.25),
-    "surprised": EmotionShape(mouth_width=-0.25, base_opening=0.35, brow_raise=0.18, eye_open=0.55),
+    "happy": EmotionShape(corner_lift=0.26, mouth_width=0.38, brow_raise=0.06, eye_open=-0.45),
+    "sad": EmotionShape(corner_lift=-0.22, mouth_width=-0.18, brow_inner=0.26, eye_open=-0.40),
+    "angry": EmotionShape(corner_lift=-0.08, mouth_width=0.10, brow_raise=-0.10, brow_inner=-0.30, eye_open=-0.35),
+    "surprised": EmotionShape(mouth_width=-0.35, base_opening=0.45, brow_raise=0.26, eye_open=0.80),
 }
 
 
@@ -170,7 +172,7 @@ def render_face(identity: Identity, state: FaceState, size: int) -> np.ndarray:
         brow_y = -0.36 - strength * shape.brow_raise
         inner = (cx - side * 0.18, brow_y - strength * shape.brow_inner)
         outer = (cx + side * 0.2, brow_y + 0.02)
-        thickness = 0.035
+        thickness = 0.055
         fill([(inner[0], inner[1] - thickness), (outer[0], outer[1] - thickness),
               (outer[0], outer[1] + thickness), (inner[0], inner[1] + thickness)], identity.hair)
 
