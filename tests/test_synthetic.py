@@ -49,6 +49,23 @@ def test_emotions_change_the_face_and_intensity_scales_it():
         assert strong > weak > 0, emotion
 
 
+def test_vae_loss_weights_the_features_above_the_face_and_the_face_above_the_background():
+    torch = pytest.importorskip("torch")
+    from emocast_core.synthetic.models import reconstruction_weight
+
+    person = identity(3)
+    state = FaceState(0.6, "happy")
+    frame = render_face(person, state, 64)
+    weight = reconstruction_weight(torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 127.5 - 1.0)[0, 0]
+    assert weight.shape == (64, 64)
+    geometry = FaceGeometry.of(person, state, 64)
+    mouth_x, mouth_y = (round(v) for v in geometry.mouth_center())
+    cheek_x, cheek_y = (round(v) for v in geometry.point(0.6, 0.15))
+    assert weight[0, 0] == 1.0  # background
+    assert weight[cheek_y, cheek_x] == 5.0  # plain skin
+    assert weight[mouth_y, mouth_x] == 13.0  # the open mouth
+
+
 def test_mouth_opening_follows_loudness():
     rate, fps = 16000, 25
     t = np.arange(rate * 2) / rate

@@ -19,11 +19,12 @@ import numpy as np
 
 from .captions import HELD_OUT_TEMPLATES
 from .corpus import plan_clips, sample_identities, write_corpus
-from .faces import EMOTIONS, FaceState, head_motion, render_face
+from .faces import EMOTIONS, FaceState, Identity, head_motion, render_face
 from .speech import HELD_OUT_SENTENCES, TRAIN_SENTENCES
 
 logger = logging.getLogger(__name__)
 SIZE = 64
+VAE_PHASES = ((0.23, 3e-3), (0.32, 1.5e-3), (0.45, 7e-4))  # (share of the VAE time, learning rate)
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class BenchmarkPreset:
 PRESETS = {
     "full": BenchmarkPreset(
         train_speakers=32, held_out_speakers=6, clips_per_speaker=5, held_out_clips_per_speaker=4,
-        vae_seconds=570, vae_frames=5000, train_steps=3000, batch_size=4, num_frames=6, learning_rate=8e-4,
+        vae_seconds=1320, vae_frames=8000, train_steps=4000, batch_size=4, num_frames=6, learning_rate=8e-4,
         checkpoint_every=25, eval_steps=12, eval_clips=8,
     ),
     # The regression test: a few minutes of CPU at most.
@@ -115,26 +116,31 @@ class LearningBenchmark:
         if (self.vae_dir / "config.json").is_file():
             return
         frames = self.vae_frames(self.preset.vae_frames)
-        # Two phases: a fast start, then a lower learning rate for the details (mouth, eyes, colours).
-        vae, steps = train_tiny_vae(frames, 0.42 * self.preset.vae_seconds, seed=self.preset.seed, log=logger.info)
-        vae, more = train_tiny_vae(frames, 0.58 * self.preset.vae_seconds, seed=self.preset.seed + 1, log=logger.info,
-                                   vae=vae, learning_rate=1.5e-3)
-        logger.info("vae: %d steps", steps + more)
+        # Phases of falling learning rate: a fast start, then the details (mouth, eyes, colours).
+        vae, total = None, 0
+        for phase, (share, learning_rate) in enumerate(VAE_PHASES):
+            vae, steps = train_tiny_vae(frames, share * self.preset.vae_seconds, seed=self.preset.seed + phase,
+                                        log=logger.info, vae=vae, learning_rate=learning_rate)
+            total += steps
+        logger.info("vae: %d steps", total)
         vae.save_pretrained(self.vae_dir)
 
     def vae_frames(self, count: int) -> np.ndarray:
-        """Random frames of the training identities in random states (more varied than clips)."""
-        from .corpus import identity_from_dict
+        """Random frames of freshly drawn people in random states.
 
-        rows = [json.loads(line) for line in (self.train_corpus / "clips.jsonl").read_text().splitlines()]
-        identities = [identity_from_dict(row["identity"]) for row in rows]
+        The VAE is the image model under everything (like SD's, trained on generic images), so it
+        sees many more people than the training corpus holds; trained on the 32 training people
+        only, it reproduced unseen skin and background colours wrongly and the held-out
+        references were already off before the network ran.
+        """
         rng = np.random.default_rng(self.preset.seed + 2)
         frames = []
         for _ in range(count):
+            identity = Identity.sample(rng)
             pose = head_motion(1, rng)[0]
             state = FaceState(float(rng.uniform(0, 1)), str(rng.choice(EMOTIONS)), float(rng.uniform(0, 1.2)),
                               pose[0] * rng.uniform(0, 2), pose[1] * rng.uniform(0, 2), pose[2] * rng.uniform(0, 2))
-            frames.append(render_face(identities[rng.integers(len(identities))], state, SIZE))
+            frames.append(render_face(identity, state, SIZE))
         return np.stack(frames)
 
     def dataset(self) -> None:
