@@ -5,7 +5,8 @@
 * `SyntheticTrainer` is `training.Trainer` with one difference: its frozen encoders are a VAE
   folder and the MiniLM text encoder (the released trainer loads CLIP-L).
 * `training_config(...)` is the configuration of one run: every module of the network trains at
-  once (a single stage, from scratch) on clips with motion frames and the lip-weighted loss.
+  once (a single stage, from scratch) on clips with motion frames and the lip- and face-weighted
+  loss, with references and motion frames that do not give the target's expression away.
 """
 from __future__ import annotations
 
@@ -60,9 +61,14 @@ def training_config(data: Path, vae: Path, text_encoder: Path, output_dir: Path,
         "data": {"root": str(data), "num_frames": num_frames, "num_motion_frames": 2, "sample_margin": 4,
                  "num_workers": 0, "caption_choice": "random"},
         # One stage that trains every module from scratch; the lip region weighs more (as lip_sync).
-        "stage": {"name": "motion", "trainable": ["*"], "lip_loss_weight": 2.0, "face_loss_weight": 1.0},
-        "sampling": {"reference_policy": "random", "emotion_balance": 1.0, "intensity_balance": 0.0},
-        "dropout": {"reference": 0.02, "face": 0.02, "audio": 0.1, "text": 0.1, "motion_frames": 0.1, "all": 0.05},
+        "stage": {"name": "motion", "trainable": ["*"], "lip_loss_weight": 2.0, "face_loss_weight": 2.0},
+        # The expression must come from the text: a reference or motion frames with the target's own
+        # expression let the network copy it and ignore the prompt (the first run did exactly that).
+        # So the reference is mostly a frame of the same person with another emotion, and in 40 % of
+        # the samples the motion frames are that reference too, as in a video's first clip.
+        "sampling": {"reference_policy": "different_expression", "cross_clip_probability": 0.8,
+                     "emotion_balance": 1.0, "intensity_balance": 0.0},
+        "dropout": {"reference": 0.02, "face": 0.02, "audio": 0.1, "text": 0.1, "motion_frames": 0.4, "all": 0.05},
         "noise": {"noise_offset": 0.0},
         "optimizer": {"learning_rate": learning_rate, "lr_scheduler": "constant_with_warmup", "lr_warmup_steps": 20,
                       "adam_weight_decay": 0.0},
