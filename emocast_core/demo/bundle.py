@@ -118,6 +118,11 @@ def write_bundle(bench, out: Path, metrics: dict | None = None) -> Path:
     vae = AutoencoderKL.from_pretrained(bench.vae_dir, local_files_only=True)
     shutil.rmtree(out / "vae", ignore_errors=True)
     vae.to(torch.float16).save_pretrained(out / "vae")
+    # diffusers records the folder it loaded from; the bundle must not carry the build machine's path.
+    config_path = out / "vae" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["_name_or_path"] = "vae"
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     shutil.rmtree(out / "wav2vec2", ignore_errors=True)
     shutil.copytree(bench.wav2vec_dir, out / "wav2vec2")
 
