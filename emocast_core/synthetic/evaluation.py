@@ -65,10 +65,34 @@ class FrameReader(nn.Module):
         return torch.cat(openings).numpy(), torch.cat(probabilities).numpy()
 
 
+def model_framing(identity: Identity, size: int = 64):
+    """The crop the pipeline cuts around this person's portrait (`conditioning.face.prepare_reference`
+    with the synthetic face analysis). Generated frames come out in this framing (the face is about
+    1.3 x larger than in the drawn frame), and so do the training clips (the dataset builder's crop),
+    so every ground truth a generated frame is compared with is cut the same way."""
+    from ..conditioning.crop import face_crop_transform
+    from .analysis import synthetic_face_analyzer
+
+    portrait = portrait_of(identity, size)
+    faces = synthetic_face_analyzer().detect(portrait)
+    return face_crop_transform(faces[0].bbox, portrait.shape[:2], size)
+
+
+def in_model_framing(frames: np.ndarray, identity: Identity) -> np.ndarray:
+    """(T, S, S, 3) uint8 drawn frames of `identity` -> the same frames as the model frames them."""
+    from ..conditioning.crop import crop_image
+
+    transform = model_framing(identity, frames.shape[1])
+    return np.stack([crop_image(frame.astype(np.float32) / 255.0, transform) for frame in frames])
+
+
 def ground_truth_frames(identities: Sequence[Identity], count: int, rng: np.random.Generator, size: int = 64):
-    """Random frames with their labels: (N, S, S, 3) uint8, (N,) drawn opening, (N,) emotion index."""
+    """Random frames with their labels, in the model's framing (`in_model_framing`):
+    (N, S, S, 3) uint8, (N,) drawn opening, (N,) emotion index."""
+    from ..conditioning.crop import crop_image
     from .faces import EMOTION_SHAPES
 
+    framings = {identity: model_framing(identity, size) for identity in identities}
     frames, openings, emotions = [], [], []
     for _ in range(count):
         emotion = int(rng.integers(len(EMOTIONS)))
@@ -77,7 +101,8 @@ def ground_truth_frames(identities: Sequence[Identity], count: int, rng: np.rand
         pose = head_motion(1, rng)[0]
         state = FaceState(opening, EMOTIONS[emotion], intensity, pose[0] * rng.uniform(0, 2), pose[1] * rng.uniform(0, 2),
                           pose[2] * rng.uniform(0, 2))
-        frames.append(render_face(identities[rng.integers(len(identities))], state, size))
+        identity = identities[rng.integers(len(identities))]
+        frames.append(crop_image(render_face(identity, state, size).astype(np.float32) / 255.0, framings[identity]))
         openings.append(np.clip(opening + intensity * EMOTION_SHAPES[EMOTIONS[emotion]].base_opening, 0, 1.2))
         emotions.append(emotion)
     return np.stack(frames), np.array(openings, dtype=np.float32), np.array(emotions)
@@ -194,7 +219,7 @@ def evaluate_benchmark(bench) -> dict:
     held_rows = [json.loads(line) for line in (bench.held_out_corpus / "clips.jsonl").read_text().splitlines()]
     train_identities = list({row["speaker"]: identity_from_dict(row["identity"]) for row in train_rows}.values())
     held_identities = {row["speaker"]: identity_from_dict(row["identity"]) for row in held_rows}
-    reader = train_frame_reader(train_identities, models.vae, seconds=60 if preset.eval_clips > 2 else 10, seed=preset.seed)
+    reader = train_frame_reader(train_identities, models.vae, seconds=120 if preset.eval_clips > 2 else 10, seed=preset.seed)
     started = time.time()
     max_frames = 48
 
@@ -218,7 +243,7 @@ def evaluate_benchmark(bench) -> dict:
         portrait = portrait_of(identity)
         frames = generator(portrait, waveform, row["caption"], max_frames=max_frames)
         shuffled = generator(portrait, other_waveform, row["caption"], max_frames=max_frames)
-        truth = render_clip(identity, _spec_from_row(row), 64, waveform).frames[:max_frames]
+        truth = in_model_framing(render_clip(identity, _spec_from_row(row), 64, waveform).frames[:max_frames], identity)
         lip["generated"].append(pearson(reader.read(frames)[0], envelope))
         lip["shuffled_audio"].append(pearson(reader.read(shuffled)[0], envelope))
         lip["ground_truth"].append(pearson(reader.read(truth)[0], envelope))
