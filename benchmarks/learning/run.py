@@ -9,7 +9,7 @@ Steps (each one skipped when its output exists, so an interrupted run continues)
   evaluate lip sync, emotion and identity metrics on held-out material -> metrics.json
   bundle   the demo bundle (fp16 net, VAE, random wav2vec2, sample portrait and speech)
 
-    python benchmarks/learning/run.py --work runs/learning --train-minutes 45
+    python benchmarks/learning/run.py --work runs/learning
     python benchmarks/learning/run.py --work runs/learning --steps evaluate bundle
 """
 from __future__ import annotations
