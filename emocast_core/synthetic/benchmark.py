@@ -10,7 +10,6 @@ Folder layout under `work`:
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +50,7 @@ class BenchmarkPreset:
 PRESETS = {
     "full": BenchmarkPreset(
         train_speakers=32, held_out_speakers=6, clips_per_speaker=5, held_out_clips_per_speaker=4,
-        vae_seconds=1320, vae_frames=8000, train_steps=4000, batch_size=4, num_frames=6, learning_rate=8e-4,
+        vae_seconds=1320, vae_frames=8000, train_steps=5000, batch_size=4, num_frames=6, learning_rate=8e-4,
         checkpoint_every=25, eval_steps=12, eval_clips=8,
     ),
     # The regression test: a few minutes of CPU at most.
