@@ -78,7 +78,9 @@ def save_tiny_wav2vec2(folder: Path, *, weight_file: str = "model.safetensors", 
 
     The checkpoint uses the legacy weight-norm names (``weight_g``/``weight_v``) of the real file.
     """
-    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC
+    from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
+
+    from emocast_core.synthetic.models import save_wav2vec2_folder
 
     torch.manual_seed(seed)
     config = Wav2Vec2Config(
@@ -86,20 +88,4 @@ def save_tiny_wav2vec2(folder: Path, *, weight_file: str = "model.safetensors", 
         conv_dim=(8,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, vocab_size=12,
         architectures=["Wav2Vec2ForCTC"],
     )
-    model = Wav2Vec2ForCTC(config).eval()
-    folder.mkdir(parents=True, exist_ok=True)
-    config.save_pretrained(folder)
-    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
-                             return_attention_mask=False).save_pretrained(folder)
-    state = {}
-    for key, tensor in model.state_dict().items():
-        key = key.replace("parametrizations.weight.original0", "weight_g")
-        key = key.replace("parametrizations.weight.original1", "weight_v")
-        state[key] = tensor.contiguous().clone()
-    if weight_file == "model.safetensors":
-        from safetensors.torch import save_file
-
-        save_file(state, str(folder / weight_file), metadata={"format": "pt"})  # as HF writes it
-    else:
-        torch.save(state, folder / weight_file)
-    return folder
+    return save_wav2vec2_folder(Wav2Vec2ForCTC(config).eval(), folder, weight_file)

@@ -102,8 +102,52 @@ class PromptTruncationWarning(UserWarning):
     """A prompt was longer than the text encoder's 77 tokens and was cut."""
 
 
+class TextModelEncoder:
+    """What every emotion-text encoder shares, given a ``text_model`` attribute (a transformers
+    model whose parameters set device and dtype) and an ``encode(prompts) -> (B, L, D)`` method:
+    the demo's MiniLM encoder (`demo.text_encoder`) reuses it with another tokenizer and model."""
+
+    text_model: torch.nn.Module
+
+    @property
+    def hidden_size(self) -> int:
+        """Width D of the embeddings (768 for CLIP ViT-L/14)."""
+        return int(self.text_model.config.hidden_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.text_model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.text_model.parameters()).dtype
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
+        """Move the text model in place; returns self."""
+        self.text_model.to(device=device, dtype=dtype)
+        return self
+
+    def encode(self, prompts: Sequence[str]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def unconditional(self) -> torch.Tensor:
+        """The classifier-free-guidance text embedding: the empty prompt, (1, 77, D)."""
+        return self.encode([""])
+
+    def encode_each(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Encode every distinct prompt once, one prompt per call.
+
+        One prompt per call keeps each embedding bit-identical to ``encode([prompt])``, whatever
+        else is being encoded (batched matrix products may round differently per batch size).
+
+        Returns:
+            prompt -> (1, 77, D) embedding.
+        """
+        return {prompt: self.encode([prompt]) for prompt in dict.fromkeys(prompts)}
+
+
 @dataclass
-class EmotionTextEncoder:
+class EmotionTextEncoder(TextModelEncoder):
     """A CLIP tokenizer and text model that encode prompts the way EmoCAST was conditioned.
 
     Attributes:
@@ -132,24 +176,6 @@ class EmotionTextEncoder:
         SD1 tokenizer says 8192).
         """
         return int(self.text_model.config.max_position_embeddings)
-
-    @property
-    def hidden_size(self) -> int:
-        """Width D of the embeddings (768 for CLIP ViT-L/14)."""
-        return int(self.text_model.config.hidden_size)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.text_model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.text_model.parameters()).dtype
-
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "EmotionTextEncoder":
-        """Move the text model in place; returns self."""
-        self.text_model.to(device=device, dtype=dtype)
-        return self
 
     @classmethod
     def from_pretrained(
@@ -250,21 +276,6 @@ class EmotionTextEncoder:
         with torch.no_grad():
             outputs = self.text_model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
         return outputs.last_hidden_state
-
-    def unconditional(self) -> torch.Tensor:
-        """The classifier-free-guidance text embedding: the empty prompt, (1, 77, D)."""
-        return self.encode([""])
-
-    def encode_each(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Encode every distinct prompt once, one prompt per call.
-
-        One prompt per call keeps each embedding bit-identical to ``encode([prompt])``, whatever
-        else is being encoded (batched matrix products may round differently per batch size).
-
-        Returns:
-            prompt -> (1, 77, D) embedding.
-        """
-        return {prompt: self.encode([prompt]) for prompt in dict.fromkeys(prompts)}
 
 
 def blend_emotion(neutral: torch.Tensor, target: torch.Tensor, intensity: float) -> torch.Tensor:

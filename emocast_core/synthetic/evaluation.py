@@ -70,12 +70,10 @@ def model_framing(identity: Identity, size: int = 64):
     with the synthetic face analysis). Generated frames come out in this framing (the face is about
     1.3 x larger than in the drawn frame), and so do the training clips (the dataset builder's crop),
     so every ground truth a generated frame is compared with is cut the same way."""
-    from ..conditioning.crop import face_crop_transform
+    from ..conditioning.face import prepare_reference
     from .analysis import synthetic_face_analyzer
 
-    portrait = portrait_of(identity, size)
-    faces = synthetic_face_analyzer().detect(portrait)
-    return face_crop_transform(faces[0].bbox, portrait.shape[:2], size)
+    return prepare_reference(portrait_of(identity, size), synthetic_face_analyzer(), size=size).crop
 
 
 def in_model_framing(frames: np.ndarray, identity: Identity) -> np.ndarray:

@@ -50,8 +50,7 @@ def demo_net_config() -> EmoCASTConfig:
 
 def write_random_wav2vec2(folder: Path, seed: int = WAV2VEC_SEED) -> Path:
     """A seeded random Wav2Vec2Model saved as a Hugging Face folder that `AudioEncoder` loads."""
-    from safetensors.torch import save_file
-    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
 
     torch.manual_seed(seed)
     config = Wav2Vec2Config(
@@ -59,18 +58,31 @@ def write_random_wav2vec2(folder: Path, seed: int = WAV2VEC_SEED) -> Path:
         conv_dim=(64,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, vocab_size=32,
         feat_extract_norm="group", do_stable_layer_norm=False,
     )
-    model = Wav2Vec2Model(config).eval()
+    return save_wav2vec2_folder(Wav2Vec2Model(config).eval(), folder)
+
+
+def save_wav2vec2_folder(model, folder: Path, weight_file: str = "model.safetensors") -> Path:
+    """A transformers wav2vec2 model -> a folder in the layout of facebook/wav2vec2-base-960h:
+    config, feature-extractor config and weights with the legacy weight-norm names
+    (``weight_g``/``weight_v``) that the released file has. `weight_file` ending in .safetensors is
+    written as Hugging Face writes it; any other name with torch.save."""
+    from transformers import Wav2Vec2FeatureExtractor
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    config.save_pretrained(folder)
+    model.config.save_pretrained(folder)
     Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
                              return_attention_mask=False).save_pretrained(folder)
     state = {}
     for key, tensor in model.state_dict().items():
-        # The legacy weight-norm names, as the released wav2vec2-base-960h file has them.
         key = key.replace("parametrizations.weight.original0", "weight_g").replace("parametrizations.weight.original1", "weight_v")
         state[key] = tensor.contiguous().clone()
-    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    if weight_file.endswith(".safetensors"):
+        from safetensors.torch import save_file
+
+        save_file(state, str(folder / weight_file), metadata={"format": "pt"})
+    else:
+        torch.save(state, folder / weight_file)
     return folder
 
 
