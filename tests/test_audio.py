@@ -23,7 +23,9 @@ from audio_media import (
 from emocast_core.conditioning.audio import (
     AudioDecodeError,
     AudioEncoder,
+    FrameGrid,
     FrameRateFeatureEncoder,
+    FrameSpan,
     audio_windows,
     load_audio,
     load_audio_features,
@@ -83,7 +85,7 @@ def test_audio_features_match_official_oracle(oracle_dir, oracle_encoder):
     cnn = oracle_encoder.cnn_features(padded)
     torch.testing.assert_close(cnn, expected["cnn_features"], **TOL)
     aligned = FrameRateFeatureEncoder(oracle_encoder.wav2vec2.feature_extractor.conv_encoder)
-    aligned.target_frames = num_padded
+    aligned.span = FrameSpan(FrameGrid(cnn.shape[1], num_padded), 0, num_padded)
     with torch.no_grad():
         interp = aligned(torch.from_numpy(padded)[None]).transpose(1, 2)
     torch.testing.assert_close(interp, expected["cnn_features_interp"], **TOL)

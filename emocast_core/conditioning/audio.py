@@ -17,13 +17,18 @@ states with hooks on that top-level call, so calling ``feature_projection``/``en
 upstream pattern) yields no hidden states there. The resampling to the video rate is done by
 :class:`FrameRateFeatureEncoder`, which replaces the ``feature_extractor`` submodule of the
 ``Wav2Vec2Model`` instance that :class:`AudioEncoder` builds itself (library classes stay untouched).
+
+:meth:`AudioEncoder.encode` computes all of this for the whole clip at once (the parity path).
+:meth:`AudioEncoder.stream` gives the same features for any audio length in bounded memory, a span
+of frames at a time (see :mod:`.audio_stream`); the CNN part of a span is computed in chunks, with
+the whole-clip statistics of the CNN's first GroupNorm passed in (:class:`ConvStatistics`).
 """
 from __future__ import annotations
 
 import dataclasses
 from fractions import Fraction
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Callable, Optional, Union
 
 import numpy as np
 import torch
@@ -39,6 +44,9 @@ from .audio_decode import (
     is_silent,
     load_audio,
 )
+
+if TYPE_CHECKING:
+    from .audio_stream import StreamedAudioFeatures
 
 DEFAULT_FPS = 25
 DEFAULT_CLIP_LENGTH = 16
@@ -129,9 +137,30 @@ class AudioFeatures:
         """End of the encoded audio in its source; the video covers ``num_frames / fps`` >= this span."""
         return self.start_seconds + self.num_samples / self.sample_rate
 
-    def windows(self, radius: int = DEFAULT_WINDOW_RADIUS) -> torch.Tensor:
-        """(T_pad, 2 * radius + 1, L, C) context windows, see :func:`audio_windows`."""
-        return audio_windows(self.features, radius)
+    def __len__(self) -> int:
+        return self.num_padded_frames
+
+    def windows(self, start: int = 0, stop: Optional[int] = None, *, radius: int = DEFAULT_WINDOW_RADIUS) -> torch.Tensor:
+        """(stop - start, 2 * radius + 1, L, C) context windows of frames [start, stop) (default: all
+        T_pad frames); see :func:`window_indices` for frames past the end."""
+        stop = self.num_padded_frames if stop is None else stop
+        return self.features[window_indices(start, stop, self.num_padded_frames, radius, self.features.device)]
+
+
+def window_indices(start: int, stop: int, num_frames: int, radius: int = DEFAULT_WINDOW_RADIUS,
+                   device: torch.device | str = "cpu") -> torch.Tensor:
+    """Feature rows of the context windows of frames [start, stop): (stop - start, 2 * radius + 1).
+
+    ``out[t, k] = clamp(min(t, T - 1) + k - radius, 0, T - 1)`` with ``T = num_frames``: neighbours are
+    clamped to the (padded) sequence as upstream does, and frames past its end repeat the last window.
+    """
+    if num_frames < 1:
+        raise ValueError("cannot build audio windows of an empty feature sequence")
+    if not 0 <= start <= stop:
+        raise ValueError(f"invalid frame range [{start}, {stop})")
+    frames = torch.arange(start, stop, device=device).clamp(max=num_frames - 1)
+    offsets = torch.arange(-radius, radius + 1, device=device)
+    return (frames[:, None] + offsets[None, :]).clamp(0, num_frames - 1)
 
 
 def audio_windows(features: torch.Tensor, radius: int = DEFAULT_WINDOW_RADIUS) -> torch.Tensor:
@@ -144,33 +173,182 @@ def audio_windows(features: torch.Tensor, radius: int = DEFAULT_WINDOW_RADIUS) -
     Returns:
         (T, 2 * radius + 1, L, C); ``out[t, k] = features[clamp(t + k - radius, 0, T - 1)]``.
     """
-    if features.shape[0] == 0:
-        raise ValueError("cannot build audio windows of an empty feature sequence")
     num_frames = features.shape[0]
-    offsets = torch.arange(-radius, radius + 1, device=features.device)
-    indices = (torch.arange(num_frames, device=features.device)[:, None] + offsets[None, :]).clamp(0, num_frames - 1)
-    return features[indices]
+    return features[window_indices(0, num_frames, num_frames, radius, features.device)]
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameGrid:
+    """Where the video frames of a whole (padded) clip read wav2vec2's CNN output.
+
+    Upstream interpolates the CNN output of the whole padded signal linearly (``align_corners=True``)
+    onto ``num_frames`` frames, so frame ``i`` reads position ``i * (num_cnn_frames - 1) / (num_frames - 1)``.
+    The positions are computed in float32 exactly as ``F.interpolate`` does, so a span of frames gives the
+    same numbers as the whole sequence.
+    """
+
+    num_cnn_frames: int
+    num_frames: int
+
+    def _neighbours(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """CNN rows left/right of frames [start, stop) and the right row's weight, all (stop - start,)."""
+        scale = torch.tensor(0.0)
+        if self.num_frames > 1:
+            scale = torch.tensor(float(self.num_cnn_frames - 1), dtype=torch.float32) / (self.num_frames - 1)
+        positions = torch.arange(start, stop, dtype=torch.float32) * scale
+        left = positions.long()
+        right = torch.where(left < self.num_cnn_frames - 1, left + 1, left)
+        return left, right, positions - left
+
+    def cnn_range(self, start: int, stop: int) -> tuple[int, int]:
+        """CNN rows [first, last) that frames [start, stop) interpolate between."""
+        left, right, _ = self._neighbours(start, stop)
+        return int(left[0]), int(right[-1]) + 1
+
+    def interpolate(self, cnn_features: torch.Tensor, first_cnn: int, start: int, stop: int) -> torch.Tensor:
+        """(B, C, n_cnn) CNN rows starting at row ``first_cnn`` -> (B, C, stop - start) frame features."""
+        left, right, weight = (t.to(cnn_features.device) for t in self._neighbours(start, stop))
+        weight = weight.to(cnn_features.dtype)
+        return cnn_features[..., left - first_cnn] * (1 - weight) + cnn_features[..., right - first_cnn] * weight
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvStatistics:
+    """Per-channel mean and variance of the first CNN layer's output over the whole padded signal.
+
+    wav2vec2-base normalises that layer with a GroupNorm of one channel per group, i.e. over the whole
+    time axis; a chunk of the signal must be normalised with the whole signal's statistics.
+    """
+
+    mean: torch.Tensor  # (C,) float64
+    var: torch.Tensor  # (C,) float64
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameSpan:
+    """What :class:`FrameRateFeatureEncoder` computes in one call: frames [start, stop) of ``grid``
+    from a signal slice that starts at CNN row ``first_cnn``.
+
+    Not ``chunked``: the slice is the whole padded signal, run through the CNN in one go (its GroupNorm
+    computes its own statistics, as upstream). ``chunked``: the CNN runs on chunks of at most
+    ``cnn_chunk`` rows and a GroupNorm first layer is normalised with the whole signal's
+    ``conv_statistics``.
+    """
+
+    grid: FrameGrid
+    start: int
+    stop: int
+    first_cnn: int = 0
+    chunked: bool = False
+    conv_statistics: Optional[ConvStatistics] = None
+    cnn_chunk: int = 256
 
 
 class FrameRateFeatureEncoder(nn.Module):
     """wav2vec2's CNN feature encoder followed by resampling of its output to the video frame rate.
 
     The CNN hops 320 samples (~50 vectors/s); linear interpolation with ``align_corners=True`` maps them
-    onto exactly ``target_frames`` vectors, so the transformer runs at one token per video frame.
-    ``target_frames`` is set by :class:`AudioEncoder` for each call of the model.
+    onto exactly one vector per video frame (:class:`FrameGrid`), so the transformer runs at one token
+    per video frame. ``span`` (a :class:`FrameSpan`) is set by :class:`AudioEncoder` for each call of
+    the model.
     """
 
     def __init__(self, conv_encoder: nn.Module):
         super().__init__()
         self.conv_encoder = conv_encoder
-        self.target_frames: int | None = None
+        self.span: FrameSpan | None = None
 
     def forward(self, input_values: torch.Tensor) -> torch.Tensor:
-        """(B, num_samples) -> (B, conv_dim, target_frames)."""
-        if self.target_frames is None:
-            raise RuntimeError("FrameRateFeatureEncoder.target_frames must be set before the forward pass")
-        cnn_features = self.conv_encoder(input_values)
-        return F.interpolate(cnn_features, size=self.target_frames, mode="linear", align_corners=True)
+        """(B, num_samples) -> (B, conv_dim, span.stop - span.start)."""
+        span = self.span
+        if span is None:
+            raise RuntimeError("FrameRateFeatureEncoder.span must be set before the forward pass")
+        if span.chunked:
+            cnn_features = self.chunked_cnn(input_values, span.conv_statistics, span.cnn_chunk)
+        else:
+            cnn_features = self.conv_encoder(input_values)
+        return span.grid.interpolate(cnn_features, span.first_cnn, span.start, span.stop)
+
+    @property
+    def hop(self) -> int:
+        """Samples between consecutive CNN rows (320 for wav2vec2)."""
+        hop = 1
+        for layer in self.conv_encoder.conv_layers:
+            hop *= layer.conv.stride[0]
+        return hop
+
+    @property
+    def receptive_field(self) -> int:
+        """Samples one CNN row reads (400 for wav2vec2)."""
+        field = 1
+        for layer in reversed(self.conv_encoder.conv_layers):
+            field = (field - 1) * layer.conv.stride[0] + layer.conv.kernel_size[0]
+        return field
+
+    def first_layer_statistics(self, read_samples: Callable[[int, int], np.ndarray], num_samples: int,
+                               chunk: int = 16384) -> Optional[ConvStatistics]:
+        """Whole-signal statistics of the first layer's GroupNorm, computed ``chunk`` rows at a time.
+
+        Args:
+            read_samples: ``(first, stop) -> float32 samples [first, stop)`` of the padded signal.
+            num_samples: length of the padded signal.
+
+        Returns:
+            None when the first layer has no GroupNorm (``feat_extract_norm="layer"`` models normalise
+            each time step on its own, which needs no whole-signal statistics).
+        """
+        layer = self.conv_encoder.conv_layers[0]
+        if not isinstance(getattr(layer, "layer_norm", None), nn.GroupNorm):
+            return None
+        conv = layer.conv
+        kernel, stride = conv.kernel_size[0], conv.stride[0]
+        num_rows = max((num_samples - kernel) // stride + 1, 0)
+        if num_rows < 1:
+            raise ValueError(f"{num_samples} samples are too short for the wav2vec2 feature encoder")
+        total = torch.zeros(conv.out_channels, dtype=torch.float64)
+        total_squares = torch.zeros(conv.out_channels, dtype=torch.float64)
+        with torch.no_grad():
+            for row in range(0, num_rows, chunk):
+                rows = min(chunk, num_rows - row)
+                samples = read_samples(row * stride, (row + rows - 1) * stride + kernel)
+                output = conv(self._as_input(samples)).to(torch.float64)[0]  # (C, rows)
+                total += output.sum(dim=1).cpu()
+                total_squares += output.square().sum(dim=1).cpu()
+        mean = total / num_rows
+        return ConvStatistics(mean=mean, var=(total_squares / num_rows - mean.square()).clamp(min=0))
+
+    def chunked_cnn(self, input_values: torch.Tensor, statistics: Optional[ConvStatistics], chunk: int) -> torch.Tensor:
+        """The CNN over (B, samples), ``chunk`` output rows at a time: (B, conv_dim, rows).
+
+        A row reads ``receptive_field`` samples every ``hop`` samples, so the chunks are exact; the first
+        layer's GroupNorm uses the whole signal's ``statistics`` instead of the chunk's own.
+        """
+        hop, field = self.hop, self.receptive_field
+        num_rows = (input_values.shape[-1] - field) // hop + 1
+        first_layer, *other_layers = self.conv_encoder.conv_layers
+        if statistics is None and isinstance(getattr(first_layer, "layer_norm", None), nn.GroupNorm):
+            raise ValueError("a GroupNorm feature encoder needs the whole signal's statistics to run in chunks")
+        outputs = []
+        for row in range(0, num_rows, chunk):
+            rows = min(chunk, num_rows - row)
+            hidden = input_values[:, None, row * hop: (row + rows - 1) * hop + field]
+            if statistics is None:
+                hidden = first_layer(hidden)
+            else:
+                norm = first_layer.layer_norm
+                scale = norm.weight.double().cpu() / (statistics.var + norm.eps).sqrt()
+                shift = norm.bias.double().cpu() - statistics.mean * scale
+                hidden = first_layer.conv(hidden)
+                hidden = hidden * scale.to(hidden)[:, None] + shift.to(hidden)[:, None]
+                hidden = first_layer.activation(hidden)
+            for layer in other_layers:
+                hidden = layer(hidden)
+            outputs.append(hidden)
+        return torch.cat(outputs, dim=-1)
+
+    def _as_input(self, samples: np.ndarray) -> torch.Tensor:
+        weight = self.conv_encoder.conv_layers[0].conv.weight
+        return torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)).to(weight)[None, None]
 
 
 class AudioEncoder:
@@ -242,6 +420,18 @@ class AudioEncoder:
         ).input_values
         return np.asarray(input_values, dtype=np.float32).reshape(-1)
 
+    def normalization(self, waveform: np.ndarray, chunk: int = 1 << 20) -> tuple[float, float]:
+        """``(mean, std)`` with which :meth:`normalize` maps the whole clip, computed chunk by chunk in
+        float64 (the library computes them in float32; the two agree to ~1e-7 relative).
+        ``(0, 1)`` when the preprocessor config turns normalisation off."""
+        if not getattr(self.normalizer, "do_normalize", True):
+            return 0.0, 1.0
+        count = max(int(waveform.shape[0]), 1)
+        mean = sum(float(waveform[i:i + chunk].sum(dtype=np.float64)) for i in range(0, waveform.shape[0], chunk)) / count
+        squares = sum(float(np.square(waveform[i:i + chunk] - mean, dtype=np.float64).sum())
+                      for i in range(0, waveform.shape[0], chunk))
+        return mean, float(np.sqrt(squares / count + 1e-7))  # the library's epsilon
+
     @torch.no_grad()
     def cnn_features(self, input_values: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Raw CNN output before frame-rate alignment: (num_samples,) -> (1, T_cnn, conv_dim), ~50 Hz."""
@@ -256,12 +446,20 @@ class AudioEncoder:
             ``num_hidden_layers + 1`` tensors (1, num_frames, hidden_size): the encoder input
             (after positional conv + layer norm) followed by the output of every transformer layer.
         """
+        input_values = self._as_batch(input_values)
+        grid = FrameGrid(self.cnn_output_length(input_values.shape[-1]), int(num_frames))
+        return self.span_hidden_states(input_values, FrameSpan(grid, 0, grid.num_frames))
+
+    @torch.no_grad()
+    def span_hidden_states(self, input_values: np.ndarray | torch.Tensor, span: FrameSpan) -> tuple[torch.Tensor, ...]:
+        """Like :meth:`hidden_states`, for the frames of ``span`` only, from the signal slice that
+        starts at its CNN row ``span.first_cnn``: tensors (1, span.stop - span.start, hidden_size)."""
         frame_rate_encoder = self.wav2vec2.feature_extractor
-        frame_rate_encoder.target_frames = int(num_frames)
+        frame_rate_encoder.span = span
         try:
             outputs = self.wav2vec2(self._as_batch(input_values), output_hidden_states=True, return_dict=True)
         finally:
-            frame_rate_encoder.target_frames = None
+            frame_rate_encoder.span = None
         if outputs.hidden_states is None:
             raise RuntimeError("the wav2vec2 model returned no hidden states")
         return tuple(outputs.hidden_states)
@@ -299,23 +497,14 @@ class AudioEncoder:
             AudioDecodeError: the audio is silent (peak below ``SILENCE_PEAK_DBFS``) and
                 ``allow_silence`` is false, or it is empty.
         """
-        decoded = _as_decoded_16k(audio)
+        decoded = _checked_16k(audio, allow_silence)
         waveform = decoded.waveform
-        if waveform.shape[0] == 0:
-            raise AudioDecodeError(f"{decoded.source}: the audio holds no samples")
-        if not allow_silence and is_silent(waveform):
-            raise AudioDecodeError(
-                f"{decoded.source}: the audio is silent (peak below {SILENCE_PEAK_DBFS:.0f} dBFS); wav2vec2 "
-                "features of silence are meaningless. Pass allow_silence=True to encode it anyway."
-            )
         num_frames = num_video_frames(waveform.shape[0], WAV2VEC_SAMPLE_RATE, fps)
         num_padded = padded_frame_count(num_frames, clip_length)
         input_values = self.normalize(waveform)
         # Padding comes after normalisation, as upstream: the pad is exact zeros of the normalised signal.
         input_values = np.pad(input_values, (0, padding_samples(num_frames, clip_length, fps)))
-        if self.cnn_output_length(input_values.shape[0]) < 1:
-            raise AudioDecodeError(
-                f"{decoded.source}: {waveform.shape[0]} samples are too short for the wav2vec2 feature encoder")
+        self._check_long_enough(decoded, input_values.shape[0])
         layer_outputs = self.hidden_states(input_values, num_padded)[1:]
         features = torch.stack(layer_outputs, dim=2)[0]  # (1, T_pad, L, C) -> (T_pad, L, C)
         return AudioFeatures(
@@ -326,6 +515,60 @@ class AudioEncoder:
             num_samples=int(waveform.shape[0]),
             start_seconds=decoded.start_seconds,
         )
+
+    def stream(self, audio: AudioSource | np.ndarray, *, fps: Fps = DEFAULT_FPS,
+               clip_length: int = DEFAULT_CLIP_LENGTH, allow_silence: bool = False,
+               context_seconds: float = 10.0, segment_seconds: float = 40.0) -> "StreamedAudioFeatures":
+        """The features of :meth:`encode`, computed a span of frames at a time when asked for.
+
+        Memory does not grow with the audio's length beyond the 16 kHz waveform itself (64 kB per
+        second). Up to ``segment_seconds + 2 * context_seconds`` of audio (60 s by default) the result
+        equals :meth:`encode` within float tolerance; longer audio is run through the transformer in
+        segments of ``segment_seconds`` that each see ``context_seconds`` more on both sides (see
+        :mod:`.audio_stream` for what that changes and by how much).
+
+        Args and Raises: as :meth:`encode`; the audio is checked (silence, length) here, before any
+        feature is computed.
+        """
+        from .audio_stream import NormalizedSignal, StreamedAudioFeatures
+
+        decoded = _checked_16k(audio, allow_silence)
+        num_frames = num_video_frames(decoded.num_samples, WAV2VEC_SAMPLE_RATE, fps)
+        num_padded = padded_frame_count(num_frames, clip_length)
+        mean, std = self.normalization(decoded.waveform)
+        signal = NormalizedSignal(decoded.waveform, mean, std,
+                                  decoded.num_samples + padding_samples(num_frames, clip_length, fps))
+        self._check_long_enough(decoded, signal.num_samples)
+        frame_rate_encoder = self.wav2vec2.feature_extractor
+        return StreamedAudioFeatures(
+            self,
+            signal,
+            FrameGrid(self.cnn_output_length(signal.num_samples), num_padded),
+            frame_rate_encoder.first_layer_statistics(signal.read, signal.num_samples),
+            num_frames=num_frames,
+            fps=fps,
+            start_seconds=decoded.start_seconds,
+            segment_frames=max(1, round(segment_seconds * float(fps))),
+            context_frames=max(0, round(context_seconds * float(fps))),
+        )
+
+    def _check_long_enough(self, decoded: DecodedAudio, num_padded_samples: int) -> None:
+        if self.cnn_output_length(num_padded_samples) < 1:
+            raise AudioDecodeError(
+                f"{decoded.source}: {decoded.num_samples} samples are too short for the wav2vec2 feature encoder")
+
+
+def _checked_16k(audio, allow_silence: bool) -> DecodedAudio:
+    """The audio at 16 kHz, refused when empty or (unless allowed) silent."""
+    decoded = _as_decoded_16k(audio)
+    if decoded.num_samples == 0:
+        raise AudioDecodeError(f"{decoded.source}: the audio holds no samples")
+    if not allow_silence and is_silent(decoded.waveform):
+        raise AudioDecodeError(
+            f"{decoded.source}: the audio is silent (peak below {SILENCE_PEAK_DBFS:.0f} dBFS); wav2vec2 "
+            "features of silence are meaningless. Pass allow_silence=True to encode it anyway."
+        )
+    return decoded
 
 
 def _as_decoded_16k(audio) -> DecodedAudio:
@@ -401,13 +644,17 @@ __all__ = [
     "AudioDecodeError",
     "AudioEncoder",
     "AudioFeatures",
+    "ConvStatistics",
     "DecodedAudio",
+    "FrameGrid",
     "FrameRateFeatureEncoder",
+    "FrameSpan",
     "audio_windows",
     "load_audio",
     "load_audio_features",
     "num_video_frames",
     "padded_frame_count",
     "padding_samples",
+    "window_indices",
 ]
 
