@@ -10,6 +10,10 @@ Upstream's single guidance scale acts on all conditions together. Its unconditio
 
 Optional separate guidance (`GuidanceConfig.audio_scale` / `emotion_scale`) adds branches that drop
 only the audio or only the emotion text, so each condition gets its own scale.
+
+All branches of a step run as rows of one denoiser batch. Per clip, `prepare_clip` assembles the
+branches' conditions and has the denoiser prepare them (`DenoisingUNet.prepare`); per step,
+`guided_prediction` is one denoiser call and a weighted combination of its rows.
 """
 from __future__ import annotations
 
@@ -21,8 +25,8 @@ import torch
 
 from .devices import DTYPE_ALIASES
 from .models.net import EmoCASTNet
+from .models.prepared import DenoiserInputs, PreparedClip
 from .models.reference import DenoiserReference, ReferenceNetFeatures
-
 
 
 @dataclass
@@ -65,20 +69,10 @@ class VideoConditions:
 
     @property
     def text_face_tokens(self) -> torch.Tensor:
-        """(2, 81, D) `[uncond; cond]` rows, as both UNets receive them."""
-        return self.text_face_tokens_for(self.text_tokens)
-
-    def text_face_tokens_for(self, text_tokens: torch.Tensor) -> torch.Tensor:
-        """`[uncond; cond]` text+face rows for other text tokens: (1, 77, D) -> (2, 81, D), or per
-        frame (F, 77, D) -> (2, F, 81, D)."""
-        if text_tokens.ndim == 3 and text_tokens.shape[0] == 1:
-            cond = torch.cat([text_tokens, self.face_tokens], dim=1)
-            uncond = torch.cat([self.uncond_text_tokens, self.uncond_face_tokens], dim=1)
-            return torch.cat([uncond, cond])
-        frames = text_tokens.shape[0]
-        cond = torch.cat([text_tokens, self.face_tokens.expand(frames, -1, -1)], dim=1)
-        uncond = torch.cat([self.uncond_text_tokens, self.uncond_face_tokens], dim=1).expand(frames, -1, -1)
-        return torch.stack([uncond, cond])
+        """(2, 81, D) `[uncond; cond]` rows, as the ReferenceNet receives them."""
+        cond = torch.cat([self.text_tokens, self.face_tokens], dim=1)
+        uncond = torch.cat([self.uncond_text_tokens, self.uncond_face_tokens], dim=1)
+        return torch.cat([uncond, cond])
 
     def with_text(self, text_tokens: torch.Tensor) -> "VideoConditions":
         """The same conditions with another (1, 77, D) emotion text (e.g. a clip of a schedule)."""
@@ -145,19 +139,15 @@ def encode_motion_frames(net: EmoCASTNet, motion_latents: torch.Tensor, conditio
 
 
 def assemble_reference(net: EmoCASTNet, image_features: ReferenceNetFeatures, motion_features: ReferenceNetFeatures) -> DenoiserReference:
-    """Combine reference-image and motion-frame features into what the denoiser reads, rows
-    `[uncond; cond]`; the unconditional row attends without the reference (upstream's branch)."""
+    """Combine reference-image and motion-frame features into what the denoiser reads: groups
+    `[uncond; cond]` (the token rows they were encoded with), rounded to the bank dtype."""
     behaviour = net.config.upstream
     bank_dtype = DTYPE_ALIASES[behaviour.reference_bank_dtype] if behaviour.reference_bank_dtype else None
     combined = {}
     for key, image_tokens in image_features.items():
         motion_tokens = motion_features[key].reshape(2, -1, *image_tokens.shape[1:])
         combined[key] = torch.cat([image_tokens[:, None], motion_tokens], dim=1).flatten(0, 1)
-    reference_rows = torch.tensor([False, True], device=net.reference_unet.device)
-    return DenoiserReference.from_reference_net(
-        combined, batch_size=2, reference_rows=reference_rows, dtype=bank_dtype,
-        tile_over_frames=behaviour.reference_tiled_over_frames,
-    )
+    return DenoiserReference.from_reference_net(combined, batch_size=2, dtype=bank_dtype)
 
 
 def reference_features(net: EmoCASTNet, reference_latents: torch.Tensor, conditions: VideoConditions) -> DenoiserReference:
@@ -167,6 +157,152 @@ def reference_features(net: EmoCASTNet, reference_latents: torch.Tensor, conditi
     image = encode_reference_image(net, reference_latents[:1], conditions, num_motion)
     motion = encode_motion_frames(net, reference_latents[1:], conditions)
     return assemble_reference(net, image, motion)
+
+
+@dataclass(frozen=True)
+class GuidanceBranch:
+    """What one row of a guided denoiser batch keeps (True) or drops.
+
+    text: the emotion prompt in the cross-attention (else CLIP("")); face: the identity tokens (else
+    imageproj(0)); audio: the audio tokens (else 0); locator: the face locator (else 0);
+    reference: reads the reference image in self-attention; emotion_query: the prompt queries the
+    audio (else CLIP("")); token_group: which ReferenceNet group (0 = encoded with the
+    unconditional tokens, 1 = conditional) its motion frames come from.
+    """
+
+    text: bool = True
+    face: bool = True
+    audio: bool = True
+    locator: bool = True
+    reference: bool = True
+    emotion_query: bool = True
+    token_group: int = 1
+
+
+BRANCHES: dict[str, GuidanceBranch] = {
+    # Upstream's unconditional branch: everything dropped except the motion frames and the audio query.
+    "uncond": GuidanceBranch(text=False, face=False, audio=False, locator=False, reference=False, token_group=0),
+    "cond": GuidanceBranch(),
+    "no_audio": GuidanceBranch(audio=False),
+    "no_emotion": GuidanceBranch(text=False, emotion_query=False),
+}
+
+
+def guided_branches(guidance: GuidanceConfig) -> tuple[str, ...]:
+    """The rows of a guided step: `[uncond, cond]`, plus one row per separately guided condition."""
+    names = ("uncond", "cond")
+    if guidance.audio_scale is not None:
+        names += ("no_audio",)
+    if guidance.emotion_scale is not None:
+        names += ("no_emotion",)
+    return names
+
+
+@dataclass
+class PreparedGuidance:
+    """One clip's denoiser batches, prepared once per clip.
+
+    guided: all branches of a guided step (rows `guided_branches(...)`), or None when no step of the
+        clip is guided. extra_scales: (E, 1, 1, 1, 1) scales of the separate branches after
+        `[uncond, cond]`. conditional: the conditional row alone, for unguided steps (None when
+        every step is guided).
+    """
+
+    scale: float
+    guided: Optional[PreparedClip]
+    extra_scales: Optional[torch.Tensor]
+    conditional: Optional[PreparedClip]
+
+
+def _branch_inputs(
+    net: EmoCASTNet,
+    names: Sequence[str],
+    conditions: VideoConditions,
+    emotion_tokens: torch.Tensor,
+    audio_tokens: torch.Tensor,
+    reference: DenoiserReference,
+    region_scales: Sequence[float],
+    num_frames: int,
+) -> DenoiserInputs:
+    """The denoiser inputs of the rows `names` (see `BRANCHES`), built once per clip."""
+    unet = net.denoising_unet
+    branches = [BRANCHES[name] for name in names]
+    prompt = emotion_tokens.to(unet.device, unet.dtype).expand(num_frames, -1, -1)
+    empty = conditions.uncond_text_tokens.expand(num_frames, -1, -1)
+    face, no_face = conditions.face_tokens.expand(num_frames, -1, -1), conditions.uncond_face_tokens.expand(num_frames, -1, -1)
+    audio = audio_tokens.to(unet.device, unet.dtype)[0]
+    locator = conditions.face_locator_features[0]
+    # Upstream spreads the two reference groups over the frame rows of its [uncond; cond] batch by
+    # tiling (frame row r reads group r % 2); rows it runs as separate passes read the conditional group.
+    tiled = net.config.upstream.reference_tiled_over_frames and tuple(names[:2]) == ("uncond", "cond")
+    frame_rows = torch.arange(len(names) * num_frames, device=unet.device)
+    source = torch.ones_like(frame_rows)
+    if tiled:
+        source = torch.where(frame_rows < 2 * num_frames, frame_rows % 2, source)
+    groups = torch.tensor([branch.token_group for branch in branches], device=unet.device)
+    return DenoiserInputs(
+        text_face_tokens=torch.stack([
+            torch.cat([prompt if b.text else empty, face if b.face else no_face], dim=1) for b in branches
+        ]),
+        audio_tokens=torch.stack([audio if b.audio else torch.zeros_like(audio) for b in branches]),
+        emotion_tokens=torch.stack([prompt if b.emotion_query else empty for b in branches]),
+        region_masks=conditions.region_masks,
+        face_locator_features=torch.stack([locator if b.locator else torch.zeros_like(locator) for b in branches]),
+        reference_tokens=reference.reference_tokens,
+        reference_source=source,
+        reference_rows=[b.reference for b in branches],
+        motion_tokens={key: tokens[groups] for key, tokens in reference.motion_tokens.items()},
+        region_scales=tuple(region_scales),
+    )
+
+
+def prepare_clip(
+    net: EmoCASTNet,
+    conditions: VideoConditions,
+    emotion_tokens: torch.Tensor,
+    audio_tokens: torch.Tensor,
+    reference: DenoiserReference,
+    guidance: GuidanceConfig,
+    region_scales: Sequence[float] = (1.0, 1.0, 1.0),
+    num_steps: int = 1,
+) -> PreparedGuidance:
+    """Everything the `num_steps` denoising steps of one clip share.
+
+    emotion_tokens (F or 1, 77, D): the emotion text of each frame (or of the whole clip), read by
+    the cross-attention and used as the audio query; audio_tokens (1, F, 32, D).
+    """
+    num_frames = audio_tokens.shape[1]
+    guided_steps = sum(guidance.is_active(step, num_steps) for step in range(num_steps))
+    clip = (conditions, emotion_tokens, audio_tokens, reference, region_scales, num_frames)
+    guided = extra_scales = conditional = None
+    if guided_steps:
+        names = guided_branches(guidance)
+        guided = net.denoising_unet.prepare(_branch_inputs(net, names, *clip))
+        extras = [scale for scale in (guidance.audio_scale, guidance.emotion_scale) if scale is not None]
+        if extras:
+            extra_scales = torch.tensor(extras, device=net.denoising_unet.device, dtype=net.denoising_unet.dtype).view(-1, 1, 1, 1, 1)
+    if guided_steps < num_steps:
+        conditional = net.denoising_unet.prepare(_branch_inputs(net, ("cond",), *clip))
+    return PreparedGuidance(guidance.scale, guided, extra_scales, conditional)
+
+
+def guided_prediction(denoiser, latents: torch.Tensor, timestep, prepared: PreparedGuidance, guided: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """One denoising step's prediction: a single denoiser call over all branch rows.
+
+    denoiser: `net.denoising_unet` (or its compiled form); latents (1, 4, F, h, w).
+    Returns (guided prediction (1, 4, F, h, w), raw per-branch prediction (R, 4, F, h, w)).
+    With `guided=False` only the conditional row runs (raw holds it alone).
+    """
+    clip = prepared.guided if guided else prepared.conditional
+    raw = denoiser(latents.expand(clip.num_rows, -1, -1, -1, -1), timestep, clip)
+    if not guided:
+        return raw, raw
+    uncond, cond = raw[:1], raw[1:2]
+    prediction = uncond + prepared.scale * (cond - uncond)
+    if prepared.extra_scales is not None:
+        # + s_a (cond - cond_without_audio) + s_e (cond - cond_without_emotion), all rows at once.
+        prediction = prediction + (prepared.extra_scales * (cond - raw[2:])).sum(dim=0, keepdim=True)
+    return prediction, raw
 
 
 def predict_guided(
@@ -181,73 +317,13 @@ def predict_guided(
     region_scales: Sequence[float] = (1.0, 1.0, 1.0),
     guided: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One guided v-prediction for a clip.
+    """One guided v-prediction for a clip, preparing and stepping in one call (for single
+    predictions; a sampling loop prepares once per clip with `prepare_clip`).
 
-    latents (1, 4, F, h, w); audio_tokens (1, F, 32, D); emotion_tokens (F, 77, D) or (1, 77, D):
-    the emotion text of each frame (or of the whole clip), read by the cross-attention and used as
-    the audio query.
-    Returns (guided prediction (1, 4, F, h, w), raw `[uncond; cond]` prediction (2, 4, F, h, w)).
-    With `guided=False` only the conditional branch runs (raw holds it alone).
+    latents (1, 4, F, h, w); audio_tokens (1, F, 32, D); emotion_tokens (F, 77, D) or (1, 77, D).
+    Returns (guided prediction (1, 4, F, h, w), raw per-branch prediction, `[uncond; cond]` first).
     """
     unet = net.denoising_unet
-    num_frames = latents.shape[2]
-    latents = latents.to(unet.device, unet.dtype)
-    audio_tokens = audio_tokens.to(unet.device, unet.dtype)
-    emotion_tokens = emotion_tokens.to(unet.device, unet.dtype)
-    # One row: the same emotion for the whole clip (a (2, 81, D) batch); F rows: per frame.
-    text_face = conditions.text_face_tokens_for(emotion_tokens)
-    emotion = emotion_tokens.expand(num_frames, -1, -1)[None]  # (1, F, 77, D), the audio query
-    locator = conditions.face_locator_features.expand(-1, -1, num_frames, -1, -1)
-
-    if not guided:
-        cond_reference = reference.select_rows(slice(1, 2))
-        cond = unet(
-            latents, timestep, text_face[1:], audio_tokens, emotion, conditions.region_masks,
-            locator, cond_reference, region_scales,
-        )
-        return cond, cond
-
-    raw = unet(
-        torch.cat([latents, latents]),
-        timestep,
-        text_face,
-        torch.cat([torch.zeros_like(audio_tokens), audio_tokens]),
-        torch.cat([emotion, emotion]),
-        conditions.region_masks,
-        torch.cat([torch.zeros_like(locator), locator]),
-        reference,
-        region_scales,
-    )
-    uncond, cond = raw.chunk(2)
-    guided_prediction = uncond + guidance.scale * (cond - uncond)
-
-    if guidance.audio_scale is not None or guidance.emotion_scale is not None:
-        guided_prediction = _add_separate_guidance(
-            net, latents, timestep, conditions, text_face, audio_tokens, emotion, locator, reference, guidance, region_scales, cond,
-            guided_prediction,
-        )
-    return guided_prediction, raw
-
-
-def _add_separate_guidance(net, latents, timestep, conditions, text_face, audio_tokens, emotion, locator, reference, guidance, region_scales, cond, guided):
-    """Add `s_a (cond - cond_without_audio)` and/or `s_e (cond - cond_without_emotion)`.
-
-    The branch without emotion uses CLIP("") in the cross-attention and as the audio query.
-    """
-    unet = net.denoising_unet
-    cond_reference = reference.select_rows(slice(1, 2))
-    if guidance.audio_scale is not None:
-        no_audio = unet(
-            latents, timestep, text_face[1:], torch.zeros_like(audio_tokens), emotion,
-            conditions.region_masks, locator, cond_reference, region_scales,
-        )
-        guided = guided + guidance.audio_scale * (cond - no_audio)
-    if guidance.emotion_scale is not None:
-        neutral_tokens = torch.cat([conditions.uncond_text_tokens, conditions.face_tokens], dim=1)
-        neutral_query = conditions.uncond_text_tokens[:, None].expand_as(emotion)
-        no_emotion = unet(
-            latents, timestep, neutral_tokens, audio_tokens, neutral_query, conditions.region_masks, locator,
-            cond_reference, region_scales,
-        )
-        guided = guided + guidance.emotion_scale * (cond - no_emotion)
-    return guided
+    steps = GuidanceConfig(guidance.scale, guidance.audio_scale, guidance.emotion_scale, 1.0 if guided else 0.0)
+    prepared = prepare_clip(net, conditions, emotion_tokens, audio_tokens, reference, steps, region_scales)
+    return guided_prediction(unet, latents.to(unet.device, unet.dtype), timestep, prepared, guided)

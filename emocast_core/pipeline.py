@@ -20,11 +20,12 @@ import torch
 
 from .guidance import (
     GuidanceConfig,
-    VideoConditions,
+    PreparedGuidance,
     assemble_reference,
     encode_motion_frames,
     encode_reference_image,
-    predict_guided,
+    guided_prediction,
+    prepare_clip,
     prepare_video_conditions,
 )
 from .models.net import EmoCASTNet
@@ -85,6 +86,8 @@ class GenerationConfig:
     sampler: str = "ddim"
     seed: int = 42
     decode_batch_size: int = 4
+    # Compile the denoising step with torch.compile (one graph; the first clip pays the compile time).
+    compile: bool = False
 
     def __post_init__(self):
         if self.clip_length < 1:
@@ -177,13 +180,15 @@ class EmoCASTPipeline:
         (n, H, W, 3) in [0, 1]; exactly `num_frames` frames in total.
 
         audio_windows: (T, window, layers, channels) wav2vec windows, T >= num_frames (frames past
-        the end of the audio reuse the last window). num_frames: the audio's video-frame count.
+        the end of the audio reuse the last window), or a per-clip source with `windows(start, stop)`
+        and `len()` (e.g. `AudioEncoder.stream`'s, which never builds the whole video's windows).
+        num_frames: the audio's video-frame count.
         """
         net = self.net
         config = config or GenerationConfig()
         if num_frames < 1:
             raise ValueError("num_frames must be at least 1")
-        if audio_windows.shape[0] < 1:
+        if len(audio_windows) < 1:
             raise ValueError("audio_windows is empty")
 
         # 1. Conditions fixed for the whole video.
@@ -195,6 +200,7 @@ class EmoCASTPipeline:
         )
         reference_latent = self._encode_images(reference.pixel_values)
         cached_image_features, cached_for_text = None, None
+        denoiser = self._denoiser(config.compile)
 
         # 2. Clips.
         starts = clip_starts(num_frames, config.clip_length, config.overlap)
@@ -216,10 +222,14 @@ class EmoCASTPipeline:
             motion_features = encode_motion_frames(net, motion_latents, clip_conditions)
             denoiser_reference = assemble_reference(net, cached_image_features, motion_features)
             audio_tokens = net.audioproj(self._windows(audio_windows, start, stop)[None].to(self.device, self.dtype))
+            prepared = prepare_clip(
+                net, clip_conditions, clip_text, audio_tokens, denoiser_reference, config.guidance,
+                config.region_scales, config.num_inference_steps,
+            )
 
             latents = self._denoise(
-                clip_index, len(starts), clip_conditions, clip_text, audio_tokens, denoiser_reference,
-                config, generator, progress, should_cancel, preview_every,
+                denoiser, clip_index, len(starts), prepared, conditions.face_locator_features.shape[-2:], config, generator,
+                progress, should_cancel, preview_every,
             )
             frames = self._decode(latents, config.decode_batch_size)  # (F, H, W, 3) on CPU
 
@@ -246,35 +256,44 @@ class EmoCASTPipeline:
 
     # --- pieces -----------------------------------------------------------------------------------
 
-    def _denoise(self, clip_index, num_clips, conditions: VideoConditions, clip_text, audio_tokens, reference,
-                 config: GenerationConfig, generator, progress, should_cancel, preview_every) -> torch.Tensor:
+    def _denoiser(self, compile: bool):
+        """The per-step call `denoiser(latents, t, prepared)`; compiled into one graph on request."""
+        unet = self.net.denoising_unet
+        if compile:
+            # Shapes are fixed within a video; `dynamic=False` keeps one specialised graph per layout
+            # (the guided batch and, with partial guidance, the conditional row).
+            return torch.compile(unet, fullgraph=True, dynamic=False)
+        return unet
+
+    def _denoise(self, denoiser, clip_index, num_clips, prepared: PreparedGuidance, latent_size, config: GenerationConfig,
+                 generator, progress, should_cancel, preview_every) -> torch.Tensor:
         scheduler = self.scheduler
         scheduler.set_timesteps(config.num_inference_steps, device=self.device)
-        height, width = conditions.face_locator_features.shape[-2:]
-        shape = (1, self.net.config.unet.in_channels, config.clip_length, height, width)
+        shape = (1, self.net.config.unet.in_channels, config.clip_length, *latent_size)
         # Noise is drawn on the CPU so that a seed gives the same video on every device.
         latents = torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device, self.dtype)
         latents = latents * scheduler.init_noise_sigma
         timesteps = scheduler.timesteps
+        # Host-side values decided once per clip, so the steps never wait on the device for them.
+        timestep_values = timesteps.tolist()
+        guided_steps = [config.guidance.is_active(step, len(timesteps)) for step in range(len(timesteps))]
         for step, timestep in enumerate(timesteps):
             if should_cancel is not None and should_cancel():
                 raise GenerationCancelled(f"cancelled before step {step + 1} of clip {clip_index + 1}")
             model_input = scheduler.scale_model_input(latents, timestep)
-            guided = config.guidance.is_active(step, len(timesteps))
-            prediction, _ = predict_guided(
-                self.net, model_input, timestep, conditions, audio_tokens, clip_text, reference,
-                config.guidance, config.region_scales, guided=guided,
-            )
+            prediction, _ = guided_prediction(denoiser, model_input, timestep, prepared, guided_steps[step])
             latents = scheduler.step(prediction, timestep, latents, return_dict=False)[0]
             if progress is not None:
                 preview = None
                 if preview_every and (step + 1) % preview_every == 0:
                     preview = self._decode(latents[:, :, :1], 1)[0]
-                progress(ProgressEvent(clip_index, num_clips, step, len(timesteps), latents, int(timestep), preview))
+                progress(ProgressEvent(clip_index, num_clips, step, len(timesteps), latents, int(timestep_values[step]), preview))
         return latents
 
     @staticmethod
     def _windows(audio_windows: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        if not isinstance(audio_windows, torch.Tensor):  # a per-clip source makes only this clip's windows
+            return audio_windows.windows(start, stop)
         index = torch.arange(start, stop).clamp(max=audio_windows.shape[0] - 1)
         return audio_windows[index]
 

@@ -9,6 +9,13 @@
 * `EmotiveAudioTransformerBlock` — Hallo's hierarchical audio attention (pose/face/lip branches
   with masks and zero-initialised 1x1 convs), whose keys/values are EmoCAST's *emotive audio
   tokens*: the emotion text queries the audio tokens first.
+
+Every block splits its work in two: `*_kv` methods project what is fixed for a clip (run once per
+clip by `DenoisingUNet.prepare`), `forward` does what depends on the latents. The attention itself
+is written out here (projections -> `scaled_dot_product_attention` -> output projection, what
+diffusers' `AttnProcessor2_0` computes for these modules) so the step does not go through diffusers'
+per-call processor dispatch. PyTorch's SDPA kernels accumulate the softmax in float32, so float16 /
+bfloat16 attention over the 4096 + 4096 tokens of a 512x512 frame stays finite.
 """
 from __future__ import annotations
 
@@ -20,8 +27,10 @@ from diffusers.models.attention import FeedForward
 from diffusers.models.attention_processor import Attention
 from torch import nn
 
+from .prepared import CrossAttentionKV, RowSegment
 
-def _multi_head_attention(attn: Attention, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+
+def multi_head_attention(attn: Attention, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     """SDPA over `attn.heads` heads. query (B, Lq, H*d), key/value (B, Lk, H*d) -> (B, Lq, H*d)."""
     batch, _, inner_dim = query.shape
     head_dim = inner_dim // attn.heads
@@ -30,6 +39,21 @@ def _multi_head_attention(attn: Attention, query: torch.Tensor, key: torch.Tenso
     value = value.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
     out = F.scaled_dot_product_attention(query, key, value)
     return out.transpose(1, 2).reshape(batch, -1, inner_dim)
+
+
+def output_projection(attn: Attention, hidden_states: torch.Tensor) -> torch.Tensor:
+    return attn.to_out[1](attn.to_out[0](hidden_states))
+
+
+def self_attention(attn: Attention, hidden_states: torch.Tensor) -> torch.Tensor:
+    """Plain self-attention through a diffusers `Attention`'s weights."""
+    query, key, value = attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
+    return output_projection(attn, multi_head_attention(attn, query, key, value))
+
+
+def cross_attention(attn: Attention, hidden_states: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """Cross-attention with keys/values that were projected beforehand."""
+    return output_projection(attn, multi_head_attention(attn, attn.to_q(hidden_states), key, value))
 
 
 class DecoupledTextFaceAttnProcessor(nn.Module):
@@ -50,6 +74,20 @@ class DecoupledTextFaceAttnProcessor(nn.Module):
         self.to_k_ip = nn.ModuleList([nn.Linear(cross_attention_dim, hidden_size, bias=False)])
         self.to_v_ip = nn.ModuleList([nn.Linear(cross_attention_dim, hidden_size, bias=False)])
 
+    def key_values(self, attn: Attention, encoder_hidden_states: torch.Tensor) -> CrossAttentionKV:
+        """(B, L_text + L_face, D) tokens -> their text and face keys/values."""
+        split = encoder_hidden_states.shape[1] - self.num_face_tokens
+        text_tokens, face_tokens = encoder_hidden_states[:, :split], encoder_hidden_states[:, split:]
+        return CrossAttentionKV(
+            attn.to_k(text_tokens), attn.to_v(text_tokens), self.to_k_ip[0](face_tokens), self.to_v_ip[0](face_tokens)
+        )
+
+    def attend(self, attn: Attention, hidden_states: torch.Tensor, kv: CrossAttentionKV) -> torch.Tensor:
+        query = attn.to_q(hidden_states)
+        text_out = multi_head_attention(attn, query, kv.text_key, kv.text_value)
+        face_out = multi_head_attention(attn, query, kv.face_key, kv.face_value)
+        return output_projection(attn, text_out + self.face_scale * face_out)
+
     def __call__(
         self,
         attn: Attention,
@@ -58,24 +96,18 @@ class DecoupledTextFaceAttnProcessor(nn.Module):
         attention_mask: Optional[torch.Tensor] = None,
         **unused,
     ) -> torch.Tensor:
+        """The diffusers processor contract (`attn2(hidden_states, encoder_hidden_states)`)."""
         if encoder_hidden_states is None:
             raise ValueError("decoupled text/face attention needs encoder_hidden_states")
-        split = encoder_hidden_states.shape[1] - self.num_face_tokens
-        text_tokens, face_tokens = encoder_hidden_states[:, :split], encoder_hidden_states[:, split:]
-        query = attn.to_q(hidden_states)
-        text_out = _multi_head_attention(attn, query, attn.to_k(text_tokens), attn.to_v(text_tokens))
-        face_out = _multi_head_attention(attn, query, self.to_k_ip[0](face_tokens), self.to_v_ip[0](face_tokens))
-        hidden_states = text_out + self.face_scale * face_out
-        hidden_states = attn.to_out[0](hidden_states)
-        return attn.to_out[1](hidden_states)
+        return self.attend(attn, hidden_states, self.key_values(attn, encoder_hidden_states))
 
 
 class SpatialTransformerBlock(nn.Module):
     """SD1.5's transformer block with decoupled text/face cross-attention.
 
-    Shapes: hidden_states (N, L, C); encoder_hidden_states (N, 81, D).
-    `reference_tokens` (N, L_ref, C) are extra keys/values for the self-attention of the rows where
-    `reference_rows` is True (all rows when it is None); the other rows run plain self-attention —
+    Shapes: hidden_states (N, L, C); cross-attention keys/values per row (see `cross_attention_kv`).
+    `reference_kv` (bank rows, L_ref, C) are extra keys/values of the self-attention for the frame
+    rows whose `RowSegment` has a `bank_start`; the other rows run plain self-attention —
     upstream's reference-free unconditional branch.
     """
 
@@ -95,33 +127,50 @@ class SpatialTransformerBlock(nn.Module):
         self.norm3 = nn.LayerNorm(dim)
         self.ff = FeedForward(dim, activation_fn="geglu")
 
+    # --- once per clip ---------------------------------------------------------------------------
+
+    def cross_attention_kv(self, encoder_hidden_states: torch.Tensor) -> CrossAttentionKV:
+        """(N, L_text + L_face, D) text+face tokens -> their keys/values for this block."""
+        return self.attn2.processor.key_values(self.attn2, encoder_hidden_states)
+
+    def reference_kv(self, reference_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(S, L, C) ReferenceNet tokens of this block -> self-attention keys/values."""
+        return self.attn1.to_k(reference_tokens), self.attn1.to_v(reference_tokens)
+
+    # --- every step ------------------------------------------------------------------------------
+
     def _self_attention(
-        self, normed: torch.Tensor, reference_tokens: Optional[torch.Tensor], reference_rows: Optional[torch.Tensor]
+        self, normed: torch.Tensor, reference_kv: Optional[tuple[torch.Tensor, torch.Tensor]], segments: Sequence[RowSegment]
     ) -> torch.Tensor:
-        if reference_tokens is None:
-            return self.attn1(normed)
-        with_reference = lambda rows: self.attn1(  # noqa: E731
-            normed[rows], encoder_hidden_states=torch.cat([normed[rows], reference_tokens[rows].to(normed.dtype)], dim=1)
-        )
-        if reference_rows is None or bool(reference_rows.all()):
-            return self.attn1(normed, encoder_hidden_states=torch.cat([normed, reference_tokens.to(normed.dtype)], dim=1))
-        out = torch.empty_like(normed)
-        if bool(reference_rows.any()):
-            out[reference_rows] = with_reference(reference_rows)
-        out[~reference_rows] = self.attn1(normed[~reference_rows])
-        return out
+        attn = self.attn1
+        query, key, value = attn.to_q(normed), attn.to_k(normed), attn.to_v(normed)
+        if reference_kv is None:
+            return output_projection(attn, multi_head_attention(attn, query, key, value))
+        bank_key, bank_value = reference_kv
+        pieces = []
+        for segment in segments:  # a fixed layout decided per clip, not per step
+            rows = slice(segment.start, segment.stop)
+            if segment.bank_start is None:
+                pieces.append(multi_head_attention(attn, query[rows], key[rows], value[rows]))
+                continue
+            bank = slice(segment.bank_start, segment.bank_start + segment.stop - segment.start)
+            pieces.append(multi_head_attention(
+                attn, query[rows], torch.cat([key[rows], bank_key[bank]], dim=1), torch.cat([value[rows], bank_value[bank]], dim=1)
+            ))
+        attended = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+        return output_projection(attn, attended)
 
     def forward(
         self,
         hidden_states: torch.Tensor,
-        encoder_hidden_states: torch.Tensor,
-        reference_tokens: Optional[torch.Tensor] = None,
-        reference_rows: Optional[torch.Tensor] = None,
+        cross_kv: CrossAttentionKV,
+        reference_kv: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+        segments: Sequence[RowSegment] = (),
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (hidden_states, norm1 output). The second is what the ReferenceNet shares."""
         normed = self.norm1(hidden_states)
-        hidden_states = self._self_attention(normed, reference_tokens, reference_rows) + hidden_states
-        hidden_states = self.attn2(self.norm2(hidden_states), encoder_hidden_states=encoder_hidden_states) + hidden_states
+        hidden_states = self._self_attention(normed, reference_kv, segments) + hidden_states
+        hidden_states = self.attn2.processor.attend(self.attn2, self.norm2(hidden_states), cross_kv) + hidden_states
         hidden_states = self.ff(self.norm3(hidden_states)) + hidden_states
         return hidden_states, normed
 
@@ -137,6 +186,9 @@ class EmotiveAudioTransformerBlock(nn.Module):
         A' =  LN(Attn(Q = emotion tokens, K/V = audio tokens))          (77 emotive audio tokens)
         h  <- h + sum_r s_r * ZeroConv_r(CrossAttn_r(LN2 h, A') * M_r)
         h  <- h + FF(LN3 h)
+
+    A' depends only on the emotion text and the audio, so `emotive_audio_kv` computes it (and the
+    three branches' keys/values of it) once per clip.
     """
 
     REGIONS = ("full", "face", "lip")
@@ -165,23 +217,33 @@ class EmotiveAudioTransformerBlock(nn.Module):
         self.norm3 = nn.LayerNorm(dim)
         self.ff = FeedForward(dim, activation_fn="geglu")
 
+    def _branches(self) -> tuple[Attention, Attention, Attention]:
+        return self.attn2_0, self.attn2_1, self.attn2_2
+
+    def emotive_audio_kv(self, audio_tokens: torch.Tensor, emotion_tokens: torch.Tensor) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+        """(N, 32, Da) audio tokens, (N, 77, De) emotion tokens -> the pose/face/lip branches'
+        keys and values of the emotive audio tokens A'."""
+        attn = self.attn_audioemo
+        attended = cross_attention(attn, emotion_tokens, attn.to_k(audio_tokens), attn.to_v(audio_tokens))
+        emotive_audio = self.postnorm_audioemo(attended)
+        return tuple((branch.to_k(emotive_audio), branch.to_v(emotive_audio)) for branch in self._branches())
+
     def forward(
         self,
         hidden_states: torch.Tensor,
         height: int,
         width: int,
-        audio_tokens: torch.Tensor,
-        emotion_tokens: torch.Tensor,
+        emotive_audio_kv: Sequence[tuple[torch.Tensor, torch.Tensor]],
         region_masks: Sequence[torch.Tensor],
         region_scales: Sequence[float],
     ) -> torch.Tensor:
-        hidden_states = self.attn1(self.norm1(hidden_states)) + hidden_states
-        emotive_audio = self.postnorm_audioemo(self.attn_audioemo(emotion_tokens, encoder_hidden_states=audio_tokens))
+        hidden_states = self_attention(self.attn1, self.norm1(hidden_states)) + hidden_states
         normed = self.norm2(hidden_states)
         batch, _, channels = normed.shape
         branches = []
         for index, region in enumerate(self.REGIONS):
-            attended = getattr(self, f"attn2_{index}")(normed, encoder_hidden_states=emotive_audio)
+            key, value = emotive_audio_kv[index]
+            attended = cross_attention(self._branches()[index], normed, key, value)
             attended = attended * region_masks[index][:, :, None]
             spatial = attended.transpose(1, 2).reshape(batch, channels, height, width)
             spatial = getattr(self, f"zero_conv_{region}")(spatial)

@@ -21,31 +21,25 @@ from torch import nn
 
 from .config import AudioModuleConfig, MotionModuleConfig
 from .motion import MotionModule
-from .reference import DenoiserReference
+from .prepared import PreparedClip
 from .transformer import AudioModule, SpatialTransformer
 
 
 @dataclass
 class BlockInputs:
-    """Per-call conditioning handed to every level (frame-folded where per frame).
+    """What every level reads in one UNet call.
 
-    encoder_hidden_states: (N, L_text + L_face, D) text+face tokens per frame row.
-    audio_tokens / emotion_tokens: (N, 32, D) / (N, 77, D), denoiser only.
-    region_masks: per UNet level, the (full, face, lip) masks, each (N, h*w); denoiser only.
-    region_scales: [pose, face, lip] weights of the audio branches.
-    reference: reference features to read (denoiser) or None.
+    clip: the per-clip constants (`PreparedClip`): cross-attention keys/values per block, and in the
+        denoiser the reference bank, motion frames, emotive audio keys/values and region masks.
     written_reference: where the ReferenceNet puts its features (block path -> tokens), or None.
     """
 
-    num_frames: int
-    encoder_hidden_states: torch.Tensor
-    audio_tokens: Optional[torch.Tensor] = None
-    emotion_tokens: Optional[torch.Tensor] = None
-    region_masks: Optional[Sequence[Sequence[torch.Tensor]]] = None
-    region_scales: Sequence[float] = (1.0, 1.0, 1.0)
-    reference: Optional[DenoiserReference] = None
+    clip: PreparedClip
     written_reference: Optional[dict[str, torch.Tensor]] = field(default=None)
-    run_plain_motion_modules: bool = False
+
+    @property
+    def num_frames(self) -> int:
+        return self.clip.num_frames
 
 
 @dataclass
@@ -62,6 +56,8 @@ class LevelSpec:
     level: int  # index into the region-mask pyramid (0 = full latent resolution)
     audio: Optional[AudioModuleConfig] = None  # None: no audio modules (ReferenceNet)
     motion: Optional[MotionModuleConfig] = None  # None: no motion modules at this level
+    # Whether the levels without attention run their motion modules (`UpstreamBehaviour`).
+    run_plain_motion_modules: bool = False
 
     def resnet(self, in_channels: int, out_channels: int, output_scale_factor: float = 1.0) -> ResnetBlock2D:
         return ResnetBlock2D(
@@ -111,23 +107,20 @@ class _AttentionLayers(nn.Module):
         self.motion_modules = nn.ModuleList([spec.motion_module(c) for c in channels]) if spec.motion else None
 
     def _attention_layer(self, index: int, hidden_states: torch.Tensor, inputs: BlockInputs) -> torch.Tensor:
+        clip = inputs.clip
         spatial = self.attentions[index]
         key = spatial.reference_key
-        reference_tokens = reference_rows = motion_tokens = None
-        if inputs.reference is not None:
-            reference_tokens, reference_rows, motion_tokens = inputs.reference.for_block(key, inputs.num_frames)
-        hidden_states, written = spatial(hidden_states, inputs.encoder_hidden_states, reference_tokens, reference_rows)
+        hidden_states, written = spatial(hidden_states, clip.cross_attention[key], clip.reference_kv.get(key), clip.segments)
         if inputs.written_reference is not None:
             inputs.written_reference[key] = written
 
         if self.audio_modules is not None:
-            masks = [region[self.level] for region in inputs.region_masks]
-            hidden_states = self.audio_modules[index](
-                hidden_states, inputs.audio_tokens, inputs.emotion_tokens, masks, inputs.region_scales
-            )
+            audio = self.audio_modules[index]
+            hidden_states = audio(hidden_states, clip.emotive_audio_kv[audio.condition_key], clip.region_masks[self.level], clip.region_scales)
         if self.motion_modules is not None:
             motion_frames = None
-            if motion_tokens is not None and motion_tokens.shape[1] > 0:
+            motion_tokens = clip.motion_frames.get(key)
+            if motion_tokens is not None:
                 # Motion-frame tokens (B, M, H*W, C) become feature maps (B, M, C, H, W). Upstream does
                 # this only in a train-mode branch; here it is the behaviour.
                 _, _, height, width = hidden_states.shape
@@ -167,6 +160,7 @@ class DownLevel(nn.Module):
         layer_inputs = [in_channels] + [out_channels] * (num_layers - 1)
         self.resnets = nn.ModuleList([spec.resnet(c, out_channels) for c in layer_inputs])
         self.motion_modules = nn.ModuleList([spec.motion_module(out_channels) for _ in layer_inputs]) if spec.motion else None
+        self.run_motion_modules = spec.motion is not None and spec.run_plain_motion_modules
         self.downsamplers = (
             nn.ModuleList([Downsample2D(out_channels, use_conv=True, out_channels=out_channels, padding=downsample_padding, name="op")])
             if add_downsample
@@ -177,7 +171,7 @@ class DownLevel(nn.Module):
         skips = ()
         for index, resnet in enumerate(self.resnets):
             hidden_states = resnet(hidden_states, temb)
-            if self.motion_modules is not None and inputs.run_plain_motion_modules:
+            if self.run_motion_modules:
                 hidden_states = self.motion_modules[index](hidden_states, inputs.num_frames)
             skips += (hidden_states,)
         if self.downsamplers is not None:
@@ -232,12 +226,13 @@ class UpLevel(nn.Module):
         widths = _up_resnet_inputs(in_channels, prev_output_channels, out_channels, num_layers)
         self.resnets = nn.ModuleList([spec.resnet(w, out_channels) for w in widths])
         self.motion_modules = nn.ModuleList([spec.motion_module(out_channels) for _ in widths]) if spec.motion else None
+        self.run_motion_modules = spec.motion is not None and spec.run_plain_motion_modules
         self.upsamplers = nn.ModuleList([Upsample2D(out_channels, use_conv=True, out_channels=out_channels)]) if add_upsample else None
 
     def forward(self, hidden_states, skips, temb, inputs: BlockInputs, upsample_size=None):
         for index, resnet in enumerate(self.resnets):
             hidden_states = resnet(torch.cat([hidden_states, skips[-1 - index]], dim=1), temb)
-            if self.motion_modules is not None and inputs.run_plain_motion_modules:
+            if self.run_motion_modules:
                 hidden_states = self.motion_modules[index](hidden_states, inputs.num_frames)
         if self.upsamplers is not None:
             hidden_states = self.upsamplers[0](hidden_states, upsample_size)

@@ -9,6 +9,8 @@ from diffusers.models.attention import FeedForward
 from diffusers.models.attention_processor import Attention
 from torch import nn
 
+from .attention import self_attention
+
 
 class SinusoidalFramePositions(nn.Module):
     """Adds a fixed sinusoidal table over frames. The table is a buffer (`pe`, (1, max_frames, dim))
@@ -45,7 +47,7 @@ class TemporalSelfAttention(Attention):
         batch = batch_frames // num_frames
         sequence = tokens.reshape(batch, num_frames, positions, channels).permute(0, 2, 1, 3)
         sequence = self.pos_encoder(sequence.reshape(batch * positions, num_frames, channels))
-        attended = super().forward(sequence)
+        attended = self_attention(self, sequence)
         attended = attended.reshape(batch, positions, num_frames, channels).permute(0, 2, 1, 3)
         return attended.reshape(batch_frames, positions, channels)
 
@@ -111,7 +113,7 @@ class MotionModule(nn.Module):
         batch = hidden_states.shape[0] // num_frames
         num_motion = motion_frames.shape[1]
         clip = hidden_states.reshape(batch, num_frames, *hidden_states.shape[1:])
-        sequence = torch.cat([motion_frames.to(hidden_states.dtype), clip], dim=1)
+        sequence = torch.cat([motion_frames, clip], dim=1)
         mixed = self.temporal_transformer(sequence.flatten(0, 1), num_frames + num_motion)
         mixed = mixed.reshape(batch, num_frames + num_motion, *hidden_states.shape[1:])
         return mixed[:, num_motion:].flatten(0, 1)

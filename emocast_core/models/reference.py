@@ -21,32 +21,20 @@ ReferenceNetFeatures = dict[str, torch.Tensor]
 
 @dataclass
 class DenoiserReference:
-    """Reference features for a denoiser batch of B rows (e.g. B = 2 for `[uncond; cond]`).
+    """ReferenceNet features of S groups of `[reference, motion_1, ..., motion_M]` images (S = 2
+    for the `[uncond; cond]` token rows of guidance, or the samples of a training batch).
 
-    reference_tokens: block path -> (B, L, C), the reference image's tokens for each row.
-    motion_tokens: block path -> (B, M, L, C), the M motion frames' tokens for each row (or empty).
-    reference_rows: (B,) bool; rows where False run self-attention without the reference (the
-        unconditional branch). None means every row uses it.
-    tile_over_frames: how the B reference rows are spread over the B x F frame rows. Upstream
-        *tiles* them (frame row r reads reference row r % B, so with B = 2 every other conditional
-        frame reads the reference features computed with the unconditional tokens); False gives
-        each frame its own batch row's reference.
+    reference_tokens: block path -> (S, L, C), the reference image's tokens of each group.
+    motion_tokens: block path -> (S, M, L, C), the M motion frames' tokens of each group (or empty).
+    Which denoiser rows and frames read which group is decided when a clip is prepared
+    (`DenoiserInputs`).
     """
 
     reference_tokens: dict[str, torch.Tensor]
     motion_tokens: dict[str, torch.Tensor]
-    reference_rows: Optional[torch.Tensor] = None
-    tile_over_frames: bool = True
 
     @classmethod
-    def from_reference_net(
-        cls,
-        features: ReferenceNetFeatures,
-        batch_size: int,
-        reference_rows: Optional[torch.Tensor] = None,
-        dtype: Optional[torch.dtype] = None,
-        tile_over_frames: bool = True,
-    ) -> "DenoiserReference":
+    def from_reference_net(cls, features: ReferenceNetFeatures, batch_size: int, dtype: Optional[torch.dtype] = None) -> "DenoiserReference":
         """Split ReferenceNet features computed on `batch_size` groups of `[reference, motion_1, ...,
         motion_M]` images (group-major, as upstream lays out its batch).
 
@@ -62,33 +50,4 @@ class DenoiserReference:
                 grouped = grouped.to(dtype)
             reference_tokens[key] = grouped[:, 0]
             motion_tokens[key] = grouped[:, 1:]
-        return cls(reference_tokens, motion_tokens, reference_rows, tile_over_frames)
-
-    def for_block(self, key: str, num_frames: int) -> tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
-        """(reference tokens per frame row (B*F, L, C), row mask per frame row, motion tokens (B, M, L, C))."""
-        tokens = self.reference_tokens[key]
-        if self.tile_over_frames:
-            tokens = tokens.repeat(num_frames, 1, 1)
-        else:
-            tokens = tokens.repeat_interleave(num_frames, dim=0)
-        rows = None if self.reference_rows is None else self.reference_rows.repeat_interleave(num_frames)
-        return tokens, rows, self.motion_tokens[key]
-
-    def to(self, device: torch.device | str | None = None) -> "DenoiserReference":
-        move = lambda t: t.to(device)  # noqa: E731
-        rows = None if self.reference_rows is None else move(self.reference_rows)
-        return DenoiserReference(
-            {k: move(v) for k, v in self.reference_tokens.items()},
-            {k: move(v) for k, v in self.motion_tokens.items()},
-            rows,
-            self.tile_over_frames,
-        )
-
-    def select_rows(self, rows: slice) -> "DenoiserReference":
-        """The reference for a sub-batch (e.g. only the conditional row)."""
-        return DenoiserReference(
-            {k: v[rows] for k, v in self.reference_tokens.items()},
-            {k: v[rows] for k, v in self.motion_tokens.items()},
-            None if self.reference_rows is None else self.reference_rows[rows],
-            self.tile_over_frames,
-        )
+        return cls(reference_tokens, motion_tokens)

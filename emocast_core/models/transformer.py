@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .attention import EmotiveAudioTransformerBlock, SpatialTransformerBlock
+from .prepared import CrossAttentionKV, RowSegment
 
 
 def _to_tokens(feature_map: torch.Tensor) -> torch.Tensor:
@@ -32,14 +33,20 @@ class SpatialTransformer(nn.Module):
         )
         self.proj_out = nn.Conv2d(channels, channels, kernel_size=1)
 
+    @property
+    def block(self) -> SpatialTransformerBlock:
+        (block,) = self.transformer_blocks
+        return block
+
     def forward(
         self,
         hidden_states: torch.Tensor,
-        encoder_hidden_states: torch.Tensor,
-        reference_tokens: Optional[torch.Tensor] = None,
-        reference_rows: Optional[torch.Tensor] = None,
+        cross_kv: CrossAttentionKV,
+        reference_kv: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+        segments: Sequence[RowSegment] = (),
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """hidden_states (N, C, H, W), encoder_hidden_states (N, L, D).
+        """hidden_states (N, C, H, W); cross_kv: the block's text/face keys and values per row;
+        reference_kv / segments: see `SpatialTransformerBlock`.
 
         Returns the output map and the `norm1` tokens (N, H*W, C) of the (single) block: the
         reference features this layer shares when it runs in the ReferenceNet.
@@ -47,8 +54,7 @@ class SpatialTransformer(nn.Module):
         _, _, height, width = hidden_states.shape
         residual = hidden_states
         tokens = _to_tokens(self.proj_in(self.norm(hidden_states)))
-        (block,) = self.transformer_blocks
-        tokens, reference_features = block(tokens, encoder_hidden_states, reference_tokens, reference_rows)
+        tokens, reference_features = self.block(tokens, cross_kv, reference_kv, segments)
         hidden_states = self.proj_out(_to_feature_map(tokens, height, width))
         return hidden_states + residual, reference_features
 
@@ -78,22 +84,25 @@ class AudioModule(nn.Module):
         )
         self.proj_out = nn.Conv2d(inner_dim, channels, kernel_size=1)
 
+    @property
+    def block(self) -> EmotiveAudioTransformerBlock:
+        (block,) = self.transformer_blocks
+        return block
+
     def forward(
         self,
         hidden_states: torch.Tensor,
-        audio_tokens: torch.Tensor,
-        emotion_tokens: torch.Tensor,
+        emotive_audio_kv: Sequence[tuple[torch.Tensor, torch.Tensor]],
         region_masks: Sequence[torch.Tensor],
         region_scales: Sequence[float],
     ) -> torch.Tensor:
-        """hidden_states (N, C, H, W); audio_tokens (N, 32, D); emotion_tokens (N, 77, D);
-        region_masks 3 x (N, H*W) at this resolution."""
+        """hidden_states (N, C, H, W); emotive_audio_kv: the block's per-clip keys/values (see
+        `EmotiveAudioTransformerBlock.emotive_audio_kv`); region_masks 3 x (N, H*W) at this resolution."""
         _, _, height, width = hidden_states.shape
         for mask in region_masks:
             if mask.shape[-1] != height * width:
                 raise ValueError(f"region mask has {mask.shape[-1]} values, the {height}x{width} level needs {height * width}")
         residual = hidden_states
         tokens = _to_tokens(self.proj_in(self.norm(hidden_states)))
-        for block in self.transformer_blocks:
-            tokens = block(tokens, height, width, audio_tokens, emotion_tokens, region_masks, region_scales)
+        tokens = self.block(tokens, height, width, emotive_audio_kv, region_masks, region_scales)
         return self.proj_out(_to_feature_map(tokens, height, width)) + residual

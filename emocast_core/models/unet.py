@@ -16,8 +16,9 @@ from torch import nn
 
 from .blocks import BlockInputs, CrossAttnDownLevel, CrossAttnMidLevel, CrossAttnUpLevel, DownLevel, LevelSpec, UpLevel
 from .config import EmoCASTConfig
-from .reference import DenoiserReference, ReferenceNetFeatures
-from .transformer import SpatialTransformer
+from .prepared import DenoiserInputs, PreparedClip, row_segments
+from .reference import ReferenceNetFeatures
+from .transformer import AudioModule, SpatialTransformer
 
 
 def _has_attention(block_type: str) -> bool:
@@ -56,6 +57,7 @@ class _UNetLevels(nn.Module):
                 level=level,
                 audio=config.audio if with_audio_and_motion else None,
                 motion=config.motion if with_motion else None,
+                run_plain_motion_modules=config.upstream.run_plain_block_motion_modules,
             )
 
         self.down_blocks = nn.ModuleList()
@@ -85,10 +87,20 @@ class _UNetLevels(nn.Module):
                 level_class(spec(level, reversed_heads[i], 2**level), skip_channels, prev_output, out_channels, unet.layers_per_block + 1, i < num_levels - 1)
             )
 
-        # Each spatial transformer knows its path: the key that pairs ReferenceNet and denoiser blocks.
+        # Each spatial transformer knows its path: the key that pairs ReferenceNet and denoiser blocks
+        # (and under which its per-clip keys/values are prepared); each audio module likewise.
         for name, module in self.named_modules():
             if isinstance(module, SpatialTransformer):
                 module.reference_key = f"{name}.transformer_blocks.0"
+            if isinstance(module, AudioModule):
+                module.condition_key = name
+
+    def spatial_transformers(self) -> list[SpatialTransformer]:
+        return [module for module in self.modules() if isinstance(module, SpatialTransformer)]
+
+    def cross_attention_kv(self, encoder_hidden_states: torch.Tensor) -> dict:
+        """(N, L_text + L_face, D) tokens -> every spatial block's text/face keys and values."""
+        return {spatial.reference_key: spatial.block.cross_attention_kv(encoder_hidden_states) for spatial in self.spatial_transformers()}
 
     @property
     def dtype(self) -> torch.dtype:
@@ -135,7 +147,8 @@ class ReferenceUNet(_UNetLevels):
         if encoder_hidden_states.shape[0] != latents.shape[0]:
             raise ValueError(f"{latents.shape[0]} reference images but {encoder_hidden_states.shape[0]} token rows")
         features: ReferenceNetFeatures = {}
-        inputs = BlockInputs(num_frames=1, encoder_hidden_states=encoder_hidden_states, written_reference=features)
+        clip = PreparedClip(num_rows=latents.shape[0], num_frames=1, cross_attention=self.cross_attention_kv(encoder_hidden_states))
+        inputs = BlockInputs(clip, written_reference=features)
         temb = self._time_embedding(timestep, latents.shape[0], latents.device)
         self._run_levels(self.conv_in(latents), temb, inputs)
         return features
@@ -150,69 +163,88 @@ class DenoisingUNet(_UNetLevels):
         self.conv_norm_out = nn.GroupNorm(config.unet.norm_num_groups, channels[0], eps=config.unet.norm_eps)
         self.conv_act = nn.SiLU()
         self.conv_out = nn.Conv2d(channels[0], config.unet.out_channels, kernel_size=3, padding=1)
-        self.run_plain_motion_modules = config.upstream.run_plain_block_motion_modules
 
-    def forward(
-        self,
-        sample: torch.Tensor,
-        timestep: Union[torch.Tensor, float, int],
-        encoder_hidden_states: torch.Tensor,
-        audio_tokens: torch.Tensor,
-        emotion_tokens: torch.Tensor,
-        region_masks: Sequence[Sequence[torch.Tensor]],
-        face_locator_features: Optional[torch.Tensor] = None,
-        reference: Optional[DenoiserReference] = None,
-        region_scales: Sequence[float] = (1.0, 1.0, 1.0),
-    ) -> torch.Tensor:
-        """Predict the v-target of each clip.
+    def prepare(self, inputs: DenoiserInputs) -> PreparedClip:
+        """Everything the steps of one clip share (see `models/prepared.py`), once per clip.
 
-        sample: (B, 4, F, h, w) noisy latents.
-        encoder_hidden_states: (B, 81, D) text + face tokens of each batch row, or (B, F, 81, D)
-            per frame (an emotion that changes within the clip).
-        audio_tokens: (B, F, 32, D) projected audio tokens per frame.
-        emotion_tokens: (B, F, 77, D) or (B, 77, D) CLIP tokens that query the audio (per frame).
-        region_masks: (full, face, lip), each a list over UNet levels of (B*F or 1, h_l * w_l) masks.
-        face_locator_features: (B, C0, F, h, w), added after conv_in.
-        reference: ReferenceNet tokens per batch row (see `DenoiserReference`).
-        region_scales: [pose, face, lip] weights of the audio branches.
-        Returns (B, 4, F, h, w).
+        Under autograd (training) gradients flow through it into the projections that made it.
+        """
+        dtype = self.dtype
+        rows, num_frames = inputs.num_rows, inputs.num_frames
+        frame_rows = rows * num_frames
+
+        def per_frame_row(tokens: torch.Tensor) -> torch.Tensor:  # (R, F, L, D) -> (R * F, L, D)
+            return tokens.to(dtype).reshape(frame_rows, *tokens.shape[2:])
+
+        masks = []
+        for level in range(self.num_levels):
+            level_masks = []
+            for region in inputs.region_masks:
+                mask = region[level].to(self.device, dtype).reshape(-1, region[level].shape[-1])
+                if mask.shape[0] not in (1, rows):
+                    raise ValueError(f"a region mask has {mask.shape[0]} rows; expected 1 or the batch's {rows}")
+                level_masks.append(mask.expand(rows, -1).repeat_interleave(num_frames, dim=0))
+            masks.append(tuple(level_masks))
+        if len(inputs.region_masks) != 3 or any(len(region) != self.num_levels for region in inputs.region_masks):
+            raise ValueError(f"region_masks must be 3 lists (full, face, lip) of {self.num_levels} levels")
+
+        locator = None
+        if inputs.face_locator_features is not None:
+            features = inputs.face_locator_features.to(dtype).expand(-1, -1, num_frames, -1, -1)
+            locator = features.transpose(1, 2).reshape(frame_rows, *features.shape[1:2], *features.shape[3:])
+
+        audio_tokens, emotion_tokens = per_frame_row(inputs.audio_tokens), per_frame_row(inputs.emotion_tokens)
+        emotive_audio_kv = {
+            module.condition_key: module.block.emotive_audio_kv(audio_tokens, emotion_tokens)
+            for module in self.modules() if isinstance(module, AudioModule)
+        }
+
+        reference_kv, motion_frames, segments = {}, {}, ()
+        if inputs.reference_tokens is not None:
+            reference_rows = [bool(row) for row in inputs.reference_rows]
+            if len(reference_rows) != rows:
+                raise ValueError(f"reference_rows has {len(reference_rows)} entries for a batch of {rows} rows")
+            segments = row_segments(reference_rows, num_frames)
+            # The frame rows that read the reference, in bank order, and the source each one reads.
+            reading = [r * num_frames + f for r in range(rows) if reference_rows[r] for f in range(num_frames)]
+            sources = inputs.reference_source.to(self.device)[torch.tensor(reading, dtype=torch.long, device=self.device)]
+            for spatial in self.spatial_transformers():
+                key = spatial.reference_key
+                if reading:
+                    source_key, source_value = spatial.block.reference_kv(inputs.reference_tokens[key].to(self.device, dtype))
+                    reference_kv[key] = (source_key[sources], source_value[sources])
+        if inputs.motion_tokens is not None:
+            motion_frames = {key: tokens.to(self.device, dtype) for key, tokens in inputs.motion_tokens.items() if tokens.shape[1] > 0}
+
+        return PreparedClip(
+            num_rows=rows,
+            num_frames=num_frames,
+            cross_attention=self.cross_attention_kv(per_frame_row(inputs.text_face_tokens)),
+            reference_kv=reference_kv,
+            segments=segments if reference_kv else (),
+            motion_frames=motion_frames,
+            emotive_audio_kv=emotive_audio_kv,
+            region_masks=masks,
+            region_scales=tuple(float(scale) for scale in inputs.region_scales),
+            face_locator_features=locator,
+        )
+
+    def forward(self, sample: torch.Tensor, timestep: Union[torch.Tensor, float, int], clip: PreparedClip) -> torch.Tensor:
+        """Predict the v-target of each row: sample (R, 4, F, h, w) noisy latents, timestep a
+        scalar or (R,), clip from `prepare`. Returns (R, 4, F, h, w).
+
+        Only work that depends on the latents happens here; no host synchronisation.
         """
         batch, _, num_frames, height, width = sample.shape
+        if batch != clip.num_rows or num_frames != clip.num_frames:
+            raise ValueError(
+                f"latents have {batch} rows of {num_frames} frames; the prepared clip has {clip.num_rows} of {clip.num_frames}"
+            )
         rows = batch * num_frames
-        fold = lambda x: x.transpose(1, 2).reshape(rows, *x.shape[1:2], *x.shape[3:])  # noqa: E731  (B,C,F,..)->(BF,C,..)
-
-        if emotion_tokens.ndim == 3:
-            emotion_tokens = emotion_tokens[:, None].expand(-1, num_frames, -1, -1)
-        masks = [[self._rows(mask, rows) for mask in region] for region in region_masks]
-        if len(masks) != 3 or any(len(region) != self.num_levels for region in masks):
-            raise ValueError(f"region_masks must be 3 lists (full, face, lip) of {self.num_levels} levels")
-        inputs = BlockInputs(
-            num_frames=num_frames,
-            encoder_hidden_states=(
-                encoder_hidden_states.reshape(rows, *encoder_hidden_states.shape[2:])
-                if encoder_hidden_states.ndim == 4
-                else encoder_hidden_states.repeat_interleave(num_frames, dim=0)
-            ),
-            audio_tokens=audio_tokens.reshape(rows, *audio_tokens.shape[2:]),
-            emotion_tokens=emotion_tokens.reshape(rows, *emotion_tokens.shape[2:]),
-            region_masks=masks,
-            region_scales=tuple(region_scales),
-            reference=reference,
-            run_plain_motion_modules=self.run_plain_motion_modules,
-        )
         temb = self._time_embedding(timestep, batch, sample.device).repeat_interleave(num_frames, dim=0)
-        hidden_states = self.conv_in(fold(sample))
-        if face_locator_features is not None:
-            hidden_states = hidden_states + fold(face_locator_features)
-        hidden_states = self._run_levels(hidden_states, temb, inputs)
+        hidden_states = self.conv_in(sample.transpose(1, 2).reshape(rows, sample.shape[1], height, width))
+        if clip.face_locator_features is not None:
+            hidden_states = hidden_states + clip.face_locator_features
+        hidden_states = self._run_levels(hidden_states, temb, BlockInputs(clip))
         hidden_states = self.conv_out(self.conv_act(self.conv_norm_out(hidden_states)))
         return hidden_states.reshape(batch, num_frames, *hidden_states.shape[1:]).transpose(1, 2)
-
-    @staticmethod
-    def _rows(mask: torch.Tensor, rows: int) -> torch.Tensor:
-        mask = mask.reshape(-1, mask.shape[-1])
-        if mask.shape[0] == rows:
-            return mask
-        if mask.shape[0] == 1:
-            return mask.expand(rows, -1)
-        raise ValueError(f"a region mask has {mask.shape[0]} rows; expected 1 or batch x frames = {rows}")

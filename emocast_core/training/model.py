@@ -4,10 +4,12 @@ The whole pass — ReferenceNet on the reference + motion frames, projections, f
 denoiser — lives in one `forward`, so that a distributed wrapper (DDP, DeepSpeed, FSDP) sees a
 single module call per step. The frozen encoders (VAE, CLIP) run outside it (`TrainingBatch`).
 
-The conditions are assembled exactly as the sampler assembles them (`guidance.py`): text + face
-tokens for both UNets, the ReferenceNet at t = 0, reference tokens in self-attention and motion
-frames before each motion module, the face locator's features after `conv_in`, the projected audio
-tokens with the emotion text as their query.
+The denoiser is called the way the sampler calls it (`guidance.py`): the batch's conditions become
+`DenoiserInputs`, `DenoisingUNet.prepare` turns them into the per-clip keys/values, and one
+`denoising_unet(latents, timesteps, prepared)` call predicts. Conditions: text + face tokens for both
+UNets, the ReferenceNet at t = 0, reference tokens in self-attention and motion frames before each
+motion module, the face locator's features after `conv_in`, the projected audio tokens with the
+emotion text as their query.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import torch
 from torch import nn
 
 from ..models.net import EmoCASTNet
+from ..models.prepared import DenoiserInputs
 from ..models.reference import DenoiserReference
 from .dropout import ConditionKeep
 from .objectives import diffusion_loss, region_weight_map
@@ -84,28 +87,29 @@ class EmoCASTTrainingModel(nn.Module):
         text_face = torch.cat([text_tokens, face_tokens], dim=1)  # (B, 77 + 4, D)
 
         # ReferenceNet at t = 0 on [reference, motion frames] of every sample, each image with its
-        # sample's tokens; the denoiser reads row b's features in sample b's frames.
+        # sample's tokens; the denoiser reads sample b's features in sample b's frames.
         features = net.reference_unet(batch.reference_latents.to(dtype), text_face.repeat_interleave(group, dim=0), timestep=0)
-        reference = DenoiserReference.from_reference_net(
-            features, batch_size=batch_size, reference_rows=keep.reference, tile_over_frames=False
-        )
+        reference = DenoiserReference.from_reference_net(features, batch_size=batch_size)
 
         locator = net.face_locator(batch.face_region.to(dtype)[:, :, None])  # (B, C0, 1, h, w), same every frame
-        locator = (locator * keep.face_locator.to(locator.dtype)[:, None, None, None, None]).expand(-1, -1, num_frames, -1, -1)
+        locator = locator * keep.face_locator.to(locator.dtype)[:, None, None, None, None]
         audio_tokens = net.audioproj(batch.audio_windows.to(dtype))
         audio_tokens = audio_tokens * keep.audio.to(audio_tokens.dtype)[:, None, None, None]
-        masks = [[level.to(dtype).repeat_interleave(num_frames, dim=0) for level in region] for region in batch.region_masks]
+        per_frame = lambda tokens: tokens[:, None].expand(-1, num_frames, -1, -1)  # noqa: E731  (B, L, D) -> (B, F, L, D)
 
-        return net.denoising_unet(
-            batch.noisy_latents.to(dtype),
-            batch.timesteps,
-            text_face,
-            audio_tokens,
-            text_tokens,
-            masks,
-            locator,
-            reference,
-        )
+        prepared = net.denoising_unet.prepare(DenoiserInputs(
+            text_face_tokens=per_frame(text_face),
+            audio_tokens=audio_tokens,
+            emotion_tokens=per_frame(text_tokens),
+            region_masks=batch.region_masks,
+            face_locator_features=locator,
+            reference_tokens=reference.reference_tokens,
+            reference_source=torch.arange(batch_size, device=locator.device).repeat_interleave(num_frames),
+            # Which samples keep their reference is a layout decision: read once here, per batch.
+            reference_rows=keep.reference.tolist(),
+            motion_tokens=reference.motion_tokens,
+        ))
+        return net.denoising_unet(batch.noisy_latents.to(dtype), batch.timesteps, prepared)
 
 
 def unwrap_training_model(model: nn.Module) -> EmoCASTTrainingModel:
