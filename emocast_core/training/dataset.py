@@ -210,6 +210,7 @@ class TalkingClipDataset(Dataset):
             "emotion": record.emotion,
             "intensity": -1 if record.intensity is None else int(record.intensity),
             "clip_index": index,
+            "sample_seed": key.seed,
             "reference_from_other_clip": choice["reference_clip"] != index,
         }
         for name in ("full", "face", "lip"):

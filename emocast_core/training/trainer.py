@@ -41,6 +41,7 @@ from .ema import EMAWeights
 from .initialization import initialize_net
 from .model import EmoCASTTrainingModel, TrainingBatch
 from .objectives import make_training_scheduler, min_snr_weights, sample_noise, sample_timesteps
+from .rank_log import RankLog
 from .sampler import EmotionBalancedSampler, mix_seed
 from .stages import StagePlan, apply_stage, plan_stage, unreachable_parameter_names
 
@@ -241,7 +242,8 @@ class Trainer:
         result = TrainResult()
         step = self._resume(result)
         samples_per_step = train.batch_size * train.gradient_accumulation_steps * accelerator.num_processes
-        batches = iter(self._loader(parts.dataset, start=step * samples_per_step))
+        rank_log = RankLog(self.output_dir, accelerator.process_index)
+        batches = rank_log.watch(iter(self._loader(parts.dataset, start=step * samples_per_step)))
         parts.model.train()
 
         log_path = self.output_dir / "log.jsonl"
@@ -249,6 +251,7 @@ class Trainer:
         while step < train.max_steps:
             loss = self._train_step(parts, batches, step)
             step += 1
+            rank_log.end_step(step)
             result.losses.append((step, loss))
             if accelerator.is_main_process and (step % max(1, train.log_every) == 0 or step == train.max_steps):
                 record = {"step": step, "loss": loss, "lr": parts.lr_scheduler.get_last_lr()[0], "seconds": round(time.time() - started, 2)}
@@ -261,6 +264,7 @@ class Trainer:
                 result.validation_videos += self.validate(parts.model, parts.vae, parts.text_encoder, parts.dataset, step)
 
         result.final_step = step
+        rank_log.end_run(step, parts.named_trainable)
         # The loop never saves at the last step; the final state is saved here when this run trained.
         # (Decided from step counts, never from the file system: every process must take the same
         # branch, since saving involves collective operations.)
