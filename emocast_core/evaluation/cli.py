@@ -55,8 +55,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
         labels = read_labels_file(args.labels) if args.labels is not None else None
         report = evaluate_videos(args.videos, weights, labels, args.ground_truth, settings, progress=not args.no_progress)
     except (FileNotFoundError, MissingFaceModelsError, ImportError, ValueError) as error:
+        # Inputs, weight files and libraries are all checked before the first video is decoded, so
+        # these are refusals of what was asked for: a usage error, as for every other command.
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return 2
     print(report.format_table())
     for path, write in ((args.json, report.write_json), (args.csv, report.write_csv)):
         if path is not None:

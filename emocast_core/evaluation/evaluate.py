@@ -166,7 +166,8 @@ class Evaluator:
         for path, label, truth, emotion in tqdm(plans, desc="evaluating", unit="video", disable=not progress,
                                                 file=sys.stderr):
             results.append(self._evaluate_one(path, label, truth, emotion, pooled))
-        return EvaluationReport(results, self._summary(results, pooled), self._report_notes(results))
+        summary = self._summary(results, pooled)
+        return EvaluationReport(results, summary, self._report_notes(results, summary))
 
     # -- one video ---------------------------------------------------------------------------------
 
@@ -242,7 +243,10 @@ class Evaluator:
         result.metrics["emotion_accuracy"] = float(predicted == emotion)
 
     def _frechet(self, frames: np.ndarray, truth: Path, result: VideoResult, pooled: dict) -> None:
-        from .frechet import frechet_distance, video_clips
+        """Features of the video and its ground truth, pooled for the set-level FID and FVD: a
+        2048-d covariance from one video's frames (or a 400-d one from its few clips) is rank-poor,
+        so per-video values would mislead and are left out."""
+        from .frechet import video_clips
 
         truth_frames = read_evaluated_video(truth, self.settings.fps, with_audio=False).frames
         if self.inception is not None:
@@ -251,7 +255,6 @@ class Evaluator:
             real = self.inception(truth_frames[:limit] if limit else truth_frames)
             pooled["fid"][0].append(real)
             pooled["fid"][1].append(generated)
-            result.metrics["fid"] = frechet_distance(real, generated)
         if self.i3d is not None:
             generated_clips, real_clips = video_clips(frames), video_clips(truth_frames)
             if len(generated_clips) == 0 or len(real_clips) == 0:
@@ -260,7 +263,6 @@ class Evaluator:
             real, generated = self.i3d(real_clips), self.i3d(generated_clips)
             pooled["fvd"][0].append(real)
             pooled["fvd"][1].append(generated)
-            result.metrics["fvd"] = frechet_distance(real, generated)  # None below 2 clips each
 
     # -- all videos --------------------------------------------------------------------------------
 
@@ -286,11 +288,12 @@ class Evaluator:
         summary["emotion_confusion"] = confusion
         return summary
 
-    def _report_notes(self, results: list[VideoResult]) -> dict[str, str]:
+    def _report_notes(self, results: list[VideoResult], summary: dict) -> dict[str, str]:
         notes = dict(self.notes)
         for name in ("fid", "fvd"):
-            if name not in notes and all(r.metrics[name] is None for r in results):
-                notes[name] = "not measured: no video has a ground truth (--ground-truth or the labels' ground_truth)"
+            if name not in notes:
+                notes[name] = ("over all videos only (set-level statistic)" if summary[name] is not None else
+                               "not measured: fewer than 2 frames/clips with ground truth (--ground-truth or labels)")
         return notes
 
 
