@@ -119,6 +119,154 @@ def test_pipeline_audio_matches_official_oracle(oracle_dir, oracle_encoder):
     assert features.end_seconds == pytest.approx(decoded.num_samples / 16000)
 
 
+# ---------------------------------------------------------------------------------------------- streamed features
+def speech_like(seconds: float, seed: int = 0, sample_rate: int = 16000) -> np.ndarray:
+    """Noise-modulated tones: a gliding voiced pitch and hiss in ~4 Hz syllables with pauses, (T,) float32."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(round(seconds * sample_rate))) / sample_rate
+    pitch = 140.0 + 40.0 * np.sin(2 * np.pi * 0.3 * t)
+    voiced = np.sin(2 * np.pi * np.cumsum(pitch) / sample_rate) + 0.3 * np.sin(4 * np.pi * np.cumsum(pitch) / sample_rate)
+    syllables = np.clip(np.sin(2 * np.pi * 4.0 * t + 2.0 * np.sin(2 * np.pi * 0.7 * t)), 0, None)
+    phrases = (np.sin(2 * np.pi * 0.2 * t) > -0.6).astype(np.float64)  # pauses between phrases
+    hiss = 0.2 * rng.standard_normal(t.shape[0])
+    return (0.4 * phrases * syllables * (voiced + hiss) + 1e-3 * rng.standard_normal(t.shape[0])).astype(np.float32)
+
+
+def _oracle_audio_case(oracle_dir, case: str):
+    """(wav path, clip_length, fps, expected tensors) of one official audio oracle."""
+    folder = oracle_dir / case
+    expected = _load_safetensors(folder / "expected.safetensors")
+    if case == "audio_features":
+        return folder / "input.wav", int(_load_safetensors(folder / "inputs.safetensors")["clip_length"]), 25, expected
+    run_config = (folder / "tiny_inference.yaml").read_text()
+    clip_length = int(re.search(r"^\s*n_sample_frames:\s*(\d+)", run_config, re.M).group(1))
+    fps = int(re.search(r"^\s*fps:\s*(\d+)", run_config, re.M).group(1))
+    return folder / "driving.wav", clip_length, fps, expected
+
+
+@pytest.mark.parametrize("case", ["audio_features", "pipeline"])
+def test_streamed_windows_match_official_oracle_clip_by_clip(oracle_dir, oracle_encoder, case):
+    path, clip_length, fps, expected = _oracle_audio_case(oracle_dir, case)
+    stream = oracle_encoder.stream(load_audio(path), fps=fps, clip_length=clip_length)
+    total = expected["audio_windows"].shape[0]
+    assert (stream.num_frames, stream.num_padded_frames, len(stream)) == (int(expected["audio_length"]), total, total)
+    torch.testing.assert_close(stream.features(0, total), expected["audio_emb"], **TOL)
+    for start in range(0, total, clip_length):
+        torch.testing.assert_close(stream.windows(start, start + clip_length),
+                                   expected["audio_windows"][start:start + clip_length], **TOL)
+    # The pipeline's rule past the end: frames beyond the padded length reuse the last window.
+    beyond = stream.windows(total - 2, total + 3)
+    torch.testing.assert_close(beyond[:2], expected["audio_windows"][-2:], **TOL)
+    torch.testing.assert_close(beyond[2:], expected["audio_windows"][-1:].expand(3, -1, -1, -1), **TOL)
+
+
+@pytest.mark.parametrize("feat_extract_norm", ["group", "layer"])
+def test_streamed_cnn_chunks_equal_the_whole_signal(tmp_path, feat_extract_norm):
+    """40 s in one encoder segment, CNN in 256-row chunks (8 here), with the whole-signal GroupNorm
+    statistics for wav2vec2-base-style models: the whole-audio features within float tolerance."""
+    if feat_extract_norm == "group":
+        encoder = AudioEncoder.from_pretrained(save_tiny_wav2vec2(tmp_path / "group"))
+    else:  # the wav2vec2-large-lv60 style: LayerNorm per time step in every CNN layer, stable layer norm
+        from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
+
+        from emocast_core.synthetic.models import save_wav2vec2_folder
+
+        torch.manual_seed(0)
+        config = Wav2Vec2Config(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                                conv_dim=(8,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
+                                vocab_size=12, feat_extract_norm="layer", do_stable_layer_norm=True,
+                                architectures=["Wav2Vec2ForCTC"])
+        encoder = AudioEncoder.from_pretrained(save_wav2vec2_folder(Wav2Vec2ForCTC(config).eval(), tmp_path / "layer", "model.safetensors"))
+    waveform = speech_like(40.0)
+    whole = encoder.encode(waveform, clip_length=16)
+    stream = encoder.stream(waveform, clip_length=16)
+    assert (stream.conv_statistics is None) == (feat_extract_norm == "layer")
+    assert stream.num_segments == 1 and stream.num_padded_frames == whole.num_padded_frames == 1008
+    torch.testing.assert_close(stream.features(0, stream.num_padded_frames), whole.features, **TOL)
+    torch.testing.assert_close(stream.windows(992, 1008), whole.windows(992, 1008), **TOL)
+
+
+def _walk_like_the_pipeline(stream, clip_length: int, order: int = 1, keep: bool = True) -> torch.Tensor | None:
+    """Every clip's windows, asked for as the pipeline asks (forward, or backward with order=-1); all
+    of them concatenated in frame order when ``keep``."""
+    from emocast_core.pipeline import EmoCASTPipeline, clip_starts
+
+    clips = {}
+    for start in clip_starts(stream.num_frames, clip_length, 0)[::order]:
+        windows = EmoCASTPipeline._windows(stream, start, start + clip_length)
+        if keep:
+            clips[start] = windows
+    return torch.cat([clips[start] for start in sorted(clips)]) if keep else None
+
+
+def test_long_audio_segments_stay_close_to_the_whole_audio(oracle_encoder):
+    """Past one segment the transformer sees +-context of audio instead of all of it (audio_stream's
+    docstring). Measured on the official tiny wav2vec2 (random weights, so its attention is spread far
+    more evenly than a trained model's): the error shrinks as the context grows and stays a small part
+    of the features; frames far from every segment border are computed the same way in both."""
+    waveform = speech_like(30.0)  # 752 frames, 8 segments of 4 s
+    whole = oracle_encoder.encode(waveform, clip_length=16)
+    whole_windows = whole.windows()[: whole.num_frames]
+    errors = {}
+    for context in (1.0, 8.0):
+        stream = oracle_encoder.stream(waveform, clip_length=16, segment_seconds=4.0, context_seconds=context)
+        assert stream.num_segments == 8
+        streamed = _walk_like_the_pipeline(stream, 16)[: whole.num_frames]
+        errors[context] = float((streamed - whole_windows).norm() / whole_windows.norm())
+    # Measured: 4.1 % relative L2 with 1 s of context, 1.0 % with 8 s.
+    assert errors[8.0] < 0.5 * errors[1.0]
+    assert errors[8.0] < 0.02
+    # Every frame belongs to one fixed segment: the order in which clips are asked for changes nothing.
+    forward = _walk_like_the_pipeline(stream, 16)
+    stream._segments.clear()
+    torch.testing.assert_close(_walk_like_the_pipeline(stream, 16, order=-1), forward, rtol=0, atol=1e-6)
+
+
+class LargestTensor(torch.overrides.TorchFunctionMode):
+    """Records the element count of the largest tensor any torch function returns while active."""
+
+    def __init__(self):
+        super().__init__()
+        self.numel = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        for item in result if isinstance(result, (tuple, list)) else (result,):
+            if isinstance(item, torch.Tensor):
+                self.numel = max(self.numel, item.numel())
+        return result
+
+
+def test_streamed_features_never_build_whole_video_tensors(oracle_encoder):
+    """Walking a video's clips as the pipeline does, the largest tensor made is the same for 20 s and
+    80 s of audio, while the whole-audio path's largest tensor grows with the length."""
+    largest = {}
+    for seconds in (20.0, 80.0):
+        waveform = speech_like(seconds, seed=1)
+        with LargestTensor() as streamed:
+            stream = oracle_encoder.stream(waveform, clip_length=16, segment_seconds=4.0, context_seconds=2.0)
+            _walk_like_the_pipeline(stream, 16, keep=False)
+        with LargestTensor() as whole:
+            oracle_encoder.encode(waveform, clip_length=16).windows()
+        largest[seconds] = streamed.numel, whole.numel
+    assert largest[80.0][0] <= largest[20.0][0]
+    assert largest[80.0][1] > 3 * largest[20.0][1]  # the probe sees what grows
+    windows_of_80s = 2000 * 5 * 2 * 32  # (T_pad, 5, L, C) of the whole video
+    assert largest[80.0][0] < windows_of_80s / 2
+
+
+def test_stream_refuses_bad_audio_before_any_feature_work(random_encoder):
+    with pytest.raises(AudioDecodeError, match="silent"):
+        random_encoder.stream(np.zeros(16000, np.float32))
+    with pytest.raises(AudioDecodeError, match="too short"):
+        random_encoder.stream(tone(1000.0, 0.01, 16000)[0], clip_length=0)
+    with pytest.raises(AudioDecodeError, match="no samples"):
+        random_encoder.stream(np.zeros(0, np.float32))
+    stream = random_encoder.stream(tone(300.0, 1.0, 16000)[0], clip_length=16)
+    with pytest.raises(ValueError, match="outside"):
+        stream.features(0, stream.num_padded_frames + 1)
+
+
 # ---------------------------------------------------------------------------------------------- frame counts
 @pytest.mark.parametrize(
     "num_samples, fps, frames",
@@ -293,6 +441,18 @@ def test_crop_records_the_span_used(random_encoder):
     features = random_encoder.encode(decoded)
     assert features.start_seconds == pytest.approx(0.5) and features.end_seconds == pytest.approx(0.8)
     assert features.num_frames == 8
+
+
+def test_file_decoding_block_by_block_equals_the_whole_array(tmp_path):
+    """Files are mixed down and resampled as they are decoded; the samples equal the one-shot path."""
+    import wave
+
+    path = write_wav(tmp_path / "stereo44k.wav", tone(440.0, 3.0, 44100, channels=2), 44100)
+    with wave.open(str(path)) as handle:
+        pcm = np.frombuffer(handle.readframes(handle.getnframes()), dtype=np.int16).reshape(-1, 2).T
+    from_file, from_array = load_audio(path), load_audio((pcm, 44100))
+    assert from_file.num_samples == from_array.num_samples == math.ceil(pcm.shape[1] * 16000 / 44100)
+    np.testing.assert_allclose(from_file.waveform, from_array.waveform, rtol=0, atol=1e-6)
 
 
 def test_integer_pcm_arrays_are_scaled_like_files():

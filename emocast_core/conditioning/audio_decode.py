@@ -6,7 +6,8 @@ Every input kind (a file path of any container FFmpeg reads, a ComfyUI ``AUDIO``
 The steps follow what the upstream code got from ``librosa.load(path, sr=16000)`` so that a 16 kHz
 PCM16 WAV gives bit-identical samples: integer PCM is scaled by ``1 / 2**(bits-1)``, channels are
 averaged, and the mono signal is resampled with soxr (high quality) to ``ceil(n * new_rate / old_rate)``
-samples.
+samples. Files are mixed down and resampled block by block as they are decoded (soxr's stream gives
+the same samples as its one-shot call), so decoding long audio holds little more than the result.
 """
 from __future__ import annotations
 
@@ -104,8 +105,7 @@ def load_audio(source: AudioSource, *, sample_rate: int = WAV2VEC_SAMPLE_RATE) -
         channels, rate, label = source.waveform[None, :], source.sample_rate, source.source
         start_seconds = source.start_seconds
     elif isinstance(source, (str, os.PathLike)):
-        channels, rate = _decode_file(Path(source))
-        label, start_seconds = str(source), 0.0
+        return DecodedAudio(_decode_file(Path(source), int(sample_rate)), int(sample_rate), 0.0, str(source))
     elif isinstance(source, Mapping):
         channels, rate = _channels_from_comfy_audio(source)
         label, start_seconds = "<ComfyUI AUDIO>", 0.0
@@ -142,15 +142,45 @@ def resample(waveform: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     return resampled[:target_length]
 
 
+class _StreamResampler:
+    """Mono float32 blocks in, the whole signal at ``to_rate`` out: what :func:`resample` gives for
+    the concatenated blocks, without holding them."""
+
+    def __init__(self, from_rate: int, to_rate: int):
+        self.from_rate, self.to_rate = int(from_rate), int(to_rate)
+        self.num_input_samples = 0
+        self._stream = None
+        if self.from_rate != self.to_rate:
+            import soxr  # imported here so decoding 16 kHz input never needs the extension
+
+            self._stream = soxr.ResampleStream(self.from_rate, self.to_rate, 1, dtype="float32", quality="HQ")
+        self._blocks: list[np.ndarray] = []
+
+    def push(self, mono: np.ndarray) -> None:
+        self.num_input_samples += mono.shape[0]
+        self._blocks.append(mono if self._stream is None else self._stream.resample_chunk(mono, last=False))
+
+    def finish(self) -> np.ndarray:
+        if self._stream is not None:
+            self._blocks.append(self._stream.resample_chunk(np.zeros(0, np.float32), last=True))
+        resampled = np.concatenate(self._blocks).astype(np.float32, copy=False) if self._blocks else np.zeros(0, np.float32)
+        self._blocks = []
+        target_length = -(-self.num_input_samples * self.to_rate // self.from_rate)
+        if resampled.shape[0] < target_length:
+            resampled = np.pad(resampled, (0, target_length - resampled.shape[0]))
+        return resampled[:target_length]
+
+
 def is_silent(waveform: np.ndarray, peak_dbfs: float = SILENCE_PEAK_DBFS) -> bool:
     """True when the absolute peak of ``waveform`` is below ``peak_dbfs`` (full scale = 1.0)."""
     if waveform.size == 0:
         return True
-    return float(np.max(np.abs(waveform))) < 10.0 ** (peak_dbfs / 20.0)
+    peak = max(float(waveform.max()), -float(waveform.min()))  # no |x| copy of a long waveform
+    return peak < 10.0 ** (peak_dbfs / 20.0)
 
 
-def _decode_file(path: Path) -> tuple[np.ndarray, int]:
-    """All samples of the first audio stream of ``path`` as float32 (channels, T), and its rate."""
+def _decode_file(path: Path, sample_rate: int) -> np.ndarray:
+    """The first audio stream of ``path`` as mono float32 at ``sample_rate``, decoded block by block."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: audio file not found")
     import av  # PyAV is only needed for files
@@ -161,19 +191,23 @@ def _decode_file(path: Path) -> tuple[np.ndarray, int]:
                 kinds = ", ".join(sorted({s.type for s in container.streams})) or "none"
                 raise AudioDecodeError(f"{path}: the file has no audio stream (streams: {kinds})")
             stream = container.streams.audio[0]
-            blocks, rate = [], None
+            resampler = None
             for frame in container.decode(stream):
-                rate = rate or frame.sample_rate
-                if frame.sample_rate != rate:
+                if resampler is None:
+                    if frame.sample_rate <= 0:
+                        raise AudioDecodeError(f"{path}: invalid sample rate {frame.sample_rate}")
+                    resampler = _StreamResampler(frame.sample_rate, sample_rate)
+                if frame.sample_rate != resampler.from_rate:
                     raise AudioDecodeError(f"{path}: the sample rate changes inside the stream")
-                blocks.append(_frame_to_channels(frame))
+                channels = _frame_to_channels(frame)
+                resampler.push(channels.mean(axis=0, dtype=np.float32) if channels.shape[0] > 1 else channels[0])
     except AudioDecodeError:
         raise
     except (av.error.FFmpegError, OSError, UnicodeDecodeError, ValueError) as error:
         raise AudioDecodeError(f"{path}: cannot decode audio ({error})") from error
-    if not blocks:
+    if resampler is None or resampler.num_input_samples == 0:
         raise AudioDecodeError(f"{path}: the audio stream holds no samples")
-    return np.concatenate(blocks, axis=1), int(rate)
+    return np.ascontiguousarray(resampler.finish(), dtype=np.float32)
 
 
 def _frame_to_channels(frame) -> np.ndarray:

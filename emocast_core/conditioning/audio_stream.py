@@ -119,6 +119,11 @@ class StreamedAudioFeatures:
     def num_segments(self) -> int:
         return -(-self.num_padded_frames // self.segment_frames)
 
+    @property
+    def cached_bytes(self) -> int:
+        """Memory held by the cached segments' features."""
+        return sum(segment.nbytes for segment in self._segments.values())
+
     def __len__(self) -> int:
         return self.num_padded_frames
 
