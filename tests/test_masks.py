@@ -1,5 +1,12 @@
-"""Region masks against the official oracle (masks/ of the tiny fixture set) and their shapes."""
+"""Region masks against the official oracle (masks/ of the tiny fixture set) and their shapes.
+
+The model size, the image size and the expand ratio come from the oracle folder (``meta.json``, the
+reference PNG, ``inputs.safetensors``), so an oracle made the same way at another size is checked the
+same way (``EMOCAST_ORACLE_DIR``).
+"""
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -7,6 +14,7 @@ import torch
 from safetensors.numpy import load_file
 
 from emocast_core.conditioning.face import prepare_reference_from_landmarks
+from tolerances import ELEMENTWISE, assert_close_to_official, assert_same_uint8_steps
 from emocast_core.conditioning.masks import (
     FaceLandmarks,
     expand_region,
@@ -19,17 +27,26 @@ from emocast_core.conditioning.masks import (
 
 @pytest.fixture(scope="module")
 def mask_oracle(oracle_dir):
+    from PIL import Image
+
     folder = oracle_dir / "masks"
     if not (folder / "expected.safetensors").is_file():
         pytest.skip(f"no masks oracle in {folder}")
-    return folder, load_file(str(folder / "inputs.safetensors")), load_file(str(folder / "expected.safetensors"))
+    meta = json.loads((folder / "meta.json").read_text())
+    inputs, expected = load_file(str(folder / "inputs.safetensors")), load_file(str(folder / "expected.safetensors"))
+    with Image.open(folder / "reference.png") as image:
+        image_size = image.size  # (width, height)
+    size = int(meta["variant"]["size"])
+    assert expected["pixel_values_ref_img"].shape[-1] == size  # the folder agrees with itself
+    return folder, inputs, expected, size, image_size
 
 
 def test_rectangles_and_soft_masks_match_oracle_exactly(mask_oracle):
-    _, inputs, expected = mask_oracle
+    _, inputs, expected, size, (width, height) = mask_oracle
     landmarks = FaceLandmarks.from_mediapipe(inputs["landmarks"])
-    masks = region_masks(landmarks, 512, 512, size=512, face_expand_ratio=float(inputs["face_expand_ratio"]))
+    masks = region_masks(landmarks, height, width, size=size, face_expand_ratio=float(inputs["face_expand_ratio"]))
 
+    # Integer results of the same integer (OpenCV / Pillow uint8) code on both sides: exact.
     assert masks.face_rect == tuple(expected["face_rect_minx_maxx_miny_maxy"].tolist())
     assert masks.lip_rect == tuple(expected["lip_rect_minx_maxx_miny_maxy"].tolist())
     np.testing.assert_array_equal(masks.soft_face, expected["png.face_mask_blur"])
@@ -38,26 +55,27 @@ def test_rectangles_and_soft_masks_match_oracle_exactly(mask_oracle):
     np.testing.assert_array_equal(masks.soft_lip, expected["png.sep_lip"])
 
 
-def test_prepared_reference_matches_oracle_exactly(mask_oracle):
-    folder, inputs, expected = mask_oracle
+def test_prepared_reference_matches_oracle(mask_oracle):
+    folder, inputs, expected, size, _ = mask_oracle
     from PIL import Image
 
     image = Image.open(folder / "reference.png")
     prepared = prepare_reference_from_landmarks(
-        image, inputs["landmarks"], inputs["face_emb"], size=512, face_expand_ratio=float(inputs["face_expand_ratio"])
+        image, inputs["landmarks"], inputs["face_emb"], size=size, face_expand_ratio=float(inputs["face_expand_ratio"])
     )
     assert prepared.crop is None
     for name in ("full", "face", "lip"):
         levels = getattr(prepared, f"{name}_mask")
-        assert len(levels) == 4
+        assert len(levels) == len(mask_level_sizes(size))
         for level, tensor in enumerate(levels):
             reference = torch.from_numpy(expected[f"{name}_mask.{level}"])
             assert tensor.dtype == torch.float32 and tensor.shape == reference.shape
-            # Exact: same cv2/Pillow steps with the same uint8 round trips.
-            assert torch.equal(tensor, reference), f"{name}_mask.{level}"
-    assert torch.equal(prepared.face_region[0], torch.from_numpy(expected["face_region_mask"]))
-    assert torch.equal(prepared.pixel_values[0], torch.from_numpy(expected["pixel_values_ref_img"]))
-    assert torch.equal(prepared.face_embedding[0], torch.from_numpy(expected["face_emb"]))
+            # uint8 PNG values / 255 on both sides: the same integers.
+            assert_same_uint8_steps(f"{name}_mask.{level}", tensor, reference)
+    assert_same_uint8_steps("face_region_mask", prepared.face_region[0], expected["face_region_mask"])
+    # ToTensor + Normalize of the same uint8 pixels: two roundings of values in [-1, 1].
+    assert_close_to_official("pixel_values_ref_img", prepared.pixel_values[0], expected["pixel_values_ref_img"], ELEMENTWISE)
+    assert torch.equal(prepared.face_embedding[0], torch.from_numpy(expected["face_emb"]))  # passed through untouched
 
 
 @pytest.mark.parametrize("size, sides", [(512, [64, 32, 16, 8]), (256, [32, 16, 8, 4]), (768, [96, 48, 24, 12])])

@@ -6,6 +6,7 @@ import torch
 from safetensors.torch import load_file
 
 from emocast_core.scheduling import SCHEDULER_NAMES, make_scheduler
+from tolerances import ELEMENTWISE, assert_close_to_official
 
 
 @pytest.fixture(scope="module")
@@ -27,14 +28,19 @@ def test_ddim_timesteps_match_upstream(pipeline_expected):
 
 def test_ddim_step_matches_upstream(pipeline_expected):
     num_steps = _num_steps(pipeline_expected)
-    for clip in (0, 1):
+    num_clips = sum(1 for key in pipeline_expected if key.endswith(".noise"))
+    assert num_clips >= 1
+    for clip in range(num_clips):
         scheduler = make_scheduler("ddim")
         scheduler.set_timesteps(num_steps)
         for i, t in enumerate(scheduler.timesteps):
             step = f"clip{clip}.step{i}"
             assert int(t) == int(pipeline_expected[f"{step}.timestep"])
-            prev = scheduler.step(pipeline_expected[f"{step}.noise_pred_guided"], t, pipeline_expected[f"{step}.latents"]).prev_sample
-            torch.testing.assert_close(prev, pipeline_expected[f"{step}.prev_latents"], rtol=0, atol=1e-6)
+            noise_pred, latents = pipeline_expected[f"{step}.noise_pred_guided"], pipeline_expected[f"{step}.latents"]
+            prev = scheduler.step(noise_pred, t, latents).prev_sample
+            # A few multiply-adds per element: the error scales with the operands, not with the result.
+            scale = max(float(noise_pred.abs().max()), float(latents.abs().max()))
+            assert_close_to_official(f"{step}.prev_latents", prev, pipeline_expected[f"{step}.prev_latents"], ELEMENTWISE, scale)
 
 
 def test_ddim_configuration_is_upstreams():
