@@ -179,14 +179,35 @@ def test_sampler_makes_one_frame_per_audio_frame(frames, conditions):
     assert 0.0 <= images.min() and images.max() <= 1.0 and fps == 25.0
 
 
-def test_interrupt_raises_comfyui_interrupt_and_writes_nothing(nodes, conditions, models_root):
-    mm.interrupt_current_processing(True)
+def _files_under(*folders: Path) -> set[Path]:
+    return {path for folder in folders if folder.exists() for path in folder.rglob("*")}
+
+
+def test_interrupt_raises_comfyui_interrupt_and_writes_nothing(nodes, conditions, models_root, tmp_path, monkeypatch):
+    """An interrupt asked for during the second step stops the sampler before the next one, with ComfyUI's
+    own exception, and no file appears in ComfyUI's output or temp folder or in the working folder."""
+    import comfy.utils
+
+    monkeypatch.chdir(tmp_path)  # an empty working folder, so that anything written there shows
+    watched = (Path(folder_paths.get_output_directory()), Path(folder_paths.get_temp_directory()), tmp_path)
+    before = _files_under(*watched)
+    steps_seen = []
+
+    def interrupt_on_second_step(value, total, preview, node_id=None):
+        steps_seen.append(value)
+        if value == 2:
+            mm.interrupt_current_processing(True)
+
+    comfy.utils.set_progress_bar_global_hook(interrupt_on_second_step)
     try:
         with pytest.raises(mm.InterruptProcessingException):
             run(nodes["EmoCASTSampler"], model=conditions["model"], reference=conditions["reference"],
-                emotion=conditions["emotion"], audio_features=conditions["features"], **SAMPLER)
+                emotion=conditions["emotion"], audio_features=conditions["features"], **dict(SAMPLER, steps=20))
     finally:
+        comfy.utils.set_progress_bar_global_hook(None)
         mm.interrupt_current_processing(False)
+    assert steps_seen and max(steps_seen) <= 3, f"kept sampling after the interrupt: {steps_seen}"
+    assert _files_under(*watched) == before
 
 
 def test_video_combine_and_paste_back(nodes, frames, conditions, models_root):
@@ -206,16 +227,41 @@ def test_video_combine_and_paste_back(nodes, frames, conditions, models_root):
     assert not [p for p in path.parent.iterdir() if "partial" in p.name]
 
 
-def test_sampler_options_reach_the_pipeline(nodes, conditions):
-    """Several clips with overlap, another solver, separate audio/emotion guidance on half the steps and a
-    per-frame emotion schedule: the frame count still follows the audio."""
+# Each sampler option, set away from its default, must change the frames: otherwise it never reached the
+# pipeline. The base settings make every option matter: several clips (3 frames each), guidance on, 2 steps.
+OPTION_CHANGES = {
+    "seed": 4, "steps": 3, "cfg": 2.0, "solver": "dpmpp_2m", "overlap": 1, "audio_cfg": 2.0, "emotion_cfg": 1.5,
+    "guidance_fraction": 0.5, "pose_weight": 0.5, "face_weight": 1.5, "lip_weight": 1.5, "motion_frames": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def short_clip_features(conditions):
     features = conditions["features"]
-    short_clips = type(features)(features=features.features, clip_length=4, audio=features.audio)
-    emotion = run(nodes["EmoCASTEmotionEncode"], text_encoder=conditions["text_encoder"], preset="happy", text="",
-                  intensity=1.0, schedule="0: neutral\n0.1: angry @1.5", transition=0.1).result[0]
-    options = dict(SAMPLER, steps=2, solver="dpmpp_2m", overlap=1, audio_cfg=2.0, emotion_cfg=1.5,
-                   guidance_fraction=0.5, pose_weight=0.5, face_weight=1.2, lip_weight=1.5, motion_frames=1)
+    return type(features)(features=features.features, clip_length=3, audio=features.audio)
+
+
+@pytest.fixture(scope="module")
+def base_frames(nodes, conditions, short_clip_features):
+    return _sample(nodes, conditions, short_clip_features, {})
+
+
+def _sample(nodes, conditions, features, changes):
+    options = {**SAMPLER, "steps": 2, **changes}
     images, _ = run(nodes["EmoCASTSampler"], model=conditions["model"], reference=conditions["reference"],
-                    emotion=emotion, audio_features=short_clips, **options).result
-    assert images.shape == (conditions["frame_count"], 128, 128, 3)
+                    emotion=conditions["emotion"], audio_features=features, **options).result
+    return images
+
+
+def test_every_sampler_option_is_covered(nodes):
+    widgets = {name for name, kind in cf.NODE_INPUTS["EmoCASTSampler"] if kind != "link"}
+    assert set(OPTION_CHANGES) == widgets
+
+
+@pytest.mark.parametrize("option", sorted(OPTION_CHANGES))
+def test_sampler_options_reach_the_pipeline(nodes, conditions, short_clip_features, base_frames, option):
+    images = _sample(nodes, conditions, short_clip_features, {option: OPTION_CHANGES[option]})
+    assert images.shape == base_frames.shape == (conditions["frame_count"], 128, 128, 3)
     assert torch.isfinite(images).all()
+    change = (images - base_frames).abs().max().item()
+    assert change > 1e-4, f"{option}={OPTION_CHANGES[option]!r} did not change the frames"
