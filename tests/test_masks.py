@@ -134,3 +134,43 @@ def test_from_mediapipe_validates_shape():
 def test_size_must_be_multiple_of_64():
     with pytest.raises(ValueError, match="multiple of 64"):
         mask_level_sizes(500)
+
+
+@pytest.mark.parametrize("size, crop", [
+    (384, (0, 480, 60, 420)),   # 360 wide x 480 high, face near the top edge: the face rectangle is shifted
+    (256, (32, 352, 0, 512)),   # 512 wide x 320 high, downscaled to a smaller model size
+])
+def test_non_square_images_match_the_official_procedure(tmp_path, size, crop):
+    """The official front-end re-derived step by step (`upstream_masks`) is the oracle where the fixture has
+    none: a non-square image at a size other than 512, so the resize and the rectangle shift really run."""
+    from PIL import Image
+    from skimage import data as skimage_data
+    from upstream_masks import official_style_reference
+
+    from emocast_core.conditioning.masks import MEDIAPIPE_LIP_IDS, MEDIAPIPE_SILHOUETTE_IDS
+
+    top, bottom, left, right = crop
+    image = skimage_data.astronaut()[top:bottom, left:right]
+    height, width = image.shape[:2]
+    path = tmp_path / "portrait.png"
+    Image.fromarray(image).save(path)
+    rng = np.random.default_rng(size)
+    landmarks = np.tile([[0.45 * width, 0.3 * height]], (478, 1)) + rng.normal(0, 2, (478, 2))
+    angles = np.linspace(0, 2 * np.pi, len(MEDIAPIPE_SILHOUETTE_IDS), endpoint=False)
+    landmarks[list(MEDIAPIPE_SILHOUETTE_IDS)] = np.stack(
+        [0.45 * width + 0.22 * width * np.cos(angles), 0.22 * height + 0.21 * height * np.sin(angles)], 1)
+    angles = np.linspace(0, 2 * np.pi, len(MEDIAPIPE_LIP_IDS), endpoint=False)
+    landmarks[list(MEDIAPIPE_LIP_IDS)] = np.stack(
+        [0.45 * width + 0.06 * width * np.cos(angles), 0.33 * height + 0.02 * height * np.sin(angles)], 1)
+
+    expected = official_style_reference(path, landmarks, MEDIAPIPE_SILHOUETTE_IDS, MEDIAPIPE_LIP_IDS, size, 1.2, tmp_path)
+    masks = region_masks(FaceLandmarks.from_mediapipe(landmarks), height, width, size=size, face_expand_ratio=1.2)
+    assert masks.face_rect == tuple(expected["face_rect"]) and masks.lip_rect == tuple(expected["lip_rect"])
+    assert masks.face_rect[2] == 0  # the expanded face left the image at the top and was shifted back in
+
+    prepared = prepare_reference_from_landmarks(Image.open(path), landmarks, None, size=size, face_expand_ratio=1.2)
+    for name in ("full", "face", "lip"):
+        for level, tensor in enumerate(getattr(prepared, f"{name}_mask")):
+            assert_same_uint8_steps(f"{name}_mask.{level}", tensor, expected[f"{name}_mask.{level}"])
+    assert_same_uint8_steps("face_region", prepared.face_region[0], expected["face_region"])
+    assert_close_to_official("pixel_values", prepared.pixel_values[0], expected["pixel_values"], ELEMENTWISE)

@@ -54,7 +54,8 @@ class PreparedReference:
     Attributes:
         pixel_values: ``(1, 3, S, S)`` float32 in [-1, 1], the reference image for the VAE/ReferenceNet.
         face_embedding: ``(1, 512)`` float32 raw ArcFace embedding (zeros when no face was found).
-        face_region: ``(1, 3, S, S)`` float32 in {0, 1}, the face-locator condition.
+        face_region: ``(1, 3, S, S)`` float32 in [0, 1] (binary unless the image was resized), the
+            face-locator condition.
         full_mask, face_mask, lip_mask: 4 tensors each, level i ``(1, (S/8/2**i)**2)`` float32 in [0, 1]
             (level 0 = latent resolution S/8 ... level 3 = S/64): pose/background, face without lips,
             lips.

@@ -11,7 +11,8 @@ Given the face-oval and lip landmarks of one face in an image of size ``(height,
 4. each soft mask is resized with Pillow bilinear (what torchvision ``Resize`` does on a PIL image)
    to the four UNet levels S/8, S/16, S/32, S/64 and flattened to ``(1, h*w)`` with values k/255.
 
-The face-locator input ``face_region`` is the full-resolution face rectangle resized to ``S x S``.
+The face-locator input ``face_region`` is the full-resolution face rectangle resized to ``S x S``
+(Pillow bilinear, no threshold, as the official ``Resize`` + ``ToTensor``).
 
 Every uint8 round trip of the official code (it writes PNG files between steps) is kept, so the
 outputs are exact multiples of 1/255 and match the official masks bit for bit when the image
@@ -81,7 +82,8 @@ class RegionMasks:
     Attributes:
         face_rect: face rectangle ``(min_x, max_x, min_y, max_y)`` in pixels of the landmark image.
         lip_rect: lip rectangle, same convention.
-        face_region: ``(S, S)`` float32 in {0, 1}, the face-locator condition (one channel).
+        face_region: ``(S, S)`` float32 in [0, 1], the face-locator condition (one channel); exactly
+            {0, 1} for an ``S x S`` image, with soft k/255 edges after a resize.
         soft_face: ``(64, 64)`` uint8 blurred, normalised face rectangle.
         soft_full: ``(64, 64)`` uint8 pose/background mask ``255 - soft_face``.
         soft_face_only: ``(64, 64)`` uint8 ``soft_face - soft_lip`` (saturating).
@@ -220,9 +222,8 @@ def region_masks(
     soft_face_only = cv2.subtract(soft_face, soft_lip)
 
     # The official face-locator input is the full-resolution rectangle resized to S x S with a
-    # bilinear filter; thresholding keeps it binary when the image is not already S x S.
-    face_region = pil_bilinear_resize(face_full_res, size, size)
-    face_region = (face_region >= 128).astype(np.float32)
+    # bilinear filter and no threshold: binary for an S x S image, soft edges (k/255) otherwise.
+    face_region = pil_bilinear_resize(face_full_res, size, size).astype(np.float32) / 255.0
 
     return RegionMasks(
         face_rect=face_rect,
