@@ -51,7 +51,11 @@ def make_patcher(module: torch.nn.Module, load_device: torch.device, offload_dev
 
 
 def load_to_device(*patchers) -> None:
-    """Let ComfyUI place the models (fully: these modules do not use ComfyUI's low-VRAM cast ops)."""
+    """Let ComfyUI place the models, fully. A partial (low-VRAM) load moves only the layers built with
+    ComfyUI's cast ops (`comfy.ops`) and casts the rest on the fly; these networks are plain torch layers,
+    so a partial load would leave the layers that do not fit on the offload device while the patcher
+    reports the GPU, and the forward pass would fail on mixed devices. Partial loading needs the
+    networks built with `comfy.ops` layers first."""
     mm.load_models_gpu(list(patchers), force_full_load=True)
 
 
@@ -59,20 +63,6 @@ def pick_dtype(precision: str, device: torch.device, model_params: int = 0) -> t
     if precision != "auto":
         return DTYPE_NAMES[precision]
     return mm.unet_dtype(device=device, model_params=model_params, supported_dtypes=[torch.float16, torch.bfloat16, torch.float32])
-
-
-def check_choices(**choices) -> bool | str:
-    """Validation before a run: every model choice must exist (a stale workflow or a moved file otherwise
-    fails only when the node runs). Returns True or the message ComfyUI shows on the node."""
-    problems = []
-    for name, label in choices.items():
-        if label in (None, paths.NONE_CHOICE, paths.DEMO_CHOICE, "auto", "comfyui sd1_tokenizer"):
-            continue
-        try:
-            paths.resolve(label)
-        except FileNotFoundError as error:
-            problems.append(f"{name}: {error}")
-    return "; ".join(problems) if problems else True
 
 
 class EmoCASTModelLoader(io.ComfyNode):
@@ -84,10 +74,10 @@ class EmoCASTModelLoader(io.ComfyNode):
             category=CATEGORY,
             description="Loads the EmoCAST network (net.pth / .safetensors from models/emocast) and its SD VAE.",
             inputs=[
-                io.Combo.Input("checkpoint", options=paths.checkpoint_choices(),
+                io.Combo.Input("checkpoint", options=paths.CHECKPOINT.choices(),
                                tooltip="EmoCAST weights in models/emocast (.safetensors or .pth). An architecture "
                                        "file <name>.json or config.json beside it is used when present."),
-                io.Combo.Input("vae", options=paths.vae_choices(),
+                io.Combo.Input("vae", options=paths.VAE.choices(),
                                tooltip="The sd-vae-ft-mse VAE as a diffusers folder in models/vae or models/emocast."),
                 io.Combo.Input("precision", options=PRECISIONS, default="auto",
                                tooltip="Weight dtype. auto: fp16/bf16 on GPUs that support it, fp32 on the CPU."),
@@ -96,13 +86,16 @@ class EmoCASTModelLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, checkpoint, vae, **_):
-        return check_choices(checkpoint=checkpoint, vae=vae)
+    def validate_inputs(cls, checkpoint=None, vae=None):
+        # Only the model inputs: ComfyUI checks the other inputs against their lists itself.
+        return paths.check_choices((paths.CHECKPOINT, checkpoint), (paths.VAE, vae))
 
     @classmethod
     def execute(cls, checkpoint, vae, precision) -> io.NodeOutput:
+        # Again here, before anything is read: execute() can be called without validation.
         demo = DemoBundle()
-        checkpoint_path = demo.net if checkpoint == paths.DEMO_CHOICE else paths.resolve(checkpoint)
+        checkpoint_path = demo.net if checkpoint == paths.DEMO_CHOICE else paths.CHECKPOINT.resolve(checkpoint)
+        vae_dir = demo.vae_dir if vae == paths.DEMO_CHOICE else paths.VAE.resolve(vae)
         load_device, offload_device = mm.get_torch_device(), mm.unet_offload_device()
         dtype = pick_dtype(precision, load_device, model_params=checkpoint_path.stat().st_size // 2)
         # Architecture: stored in the file, else <name>.json / config.json / unet_config.json beside it, else SD1.5.
@@ -111,7 +104,6 @@ class EmoCASTModelLoader(io.ComfyNode):
         vae_device = mm.vae_device()
         # As ComfyUI does for SD VAEs: bf16 where supported, else fp32 (fp16 SD VAEs can overflow to NaN).
         vae_dtype = mm.vae_dtype(vae_device, [torch.bfloat16]) if precision == "auto" else dtype
-        vae_dir = demo.vae_dir if vae == paths.DEMO_CHOICE else paths.resolve(vae)
         vae_model = load_vae(vae_dir, device=mm.vae_offload_device(), dtype=vae_dtype)
         return io.NodeOutput(LoadedEmoCAST(
             net_patcher=make_patcher(net, load_device, offload_device),
@@ -130,10 +122,10 @@ class EmoCASTTextEncoderLoader(io.ComfyNode):
             category=CATEGORY,
             description="Loads the CLIP ViT-L/14 text encoder that turns emotion text into EmoCAST conditioning.",
             inputs=[
-                io.Combo.Input("text_encoder", options=paths.text_encoder_choices(),
+                io.Combo.Input("text_encoder", options=paths.TEXT_ENCODER.choices(),
                                tooltip="clip_l.safetensors from models/text_encoders, or a Hugging Face "
                                        "clip-vit-large-patch14 folder."),
-                io.Combo.Input("tokenizer", options=paths.tokenizer_choices(), default="auto",
+                io.Combo.Input("tokenizer", options=paths.TOKENIZER.choices(), default="auto",
                                tooltip="auto: a tokenizer folder beside the encoder (<name>_tokenizer/ or tokenizer/), "
                                        "else the CLIP tokenizer that ships with ComfyUI (comfy/sd1_tokenizer)."),
             ],
@@ -141,23 +133,22 @@ class EmoCASTTextEncoderLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, text_encoder, tokenizer, **_):
-        return check_choices(text_encoder=text_encoder, tokenizer=tokenizer)
+    def validate_inputs(cls, text_encoder=None, tokenizer=None):
+        return paths.check_choices((paths.TEXT_ENCODER, text_encoder), (paths.TOKENIZER, tokenizer))
 
     @classmethod
     def execute(cls, text_encoder, tokenizer) -> io.NodeOutput:
+        path = None if text_encoder == paths.DEMO_CHOICE else paths.TEXT_ENCODER.resolve(text_encoder)
+        tokenizer_dir = None if paths.TOKENIZER.is_builtin(tokenizer) else paths.TOKENIZER.resolve(tokenizer)
         load_device, offload_device = mm.text_encoder_device(), mm.text_encoder_offload_device()
         dtype = mm.text_encoder_dtype(load_device)
-        if text_encoder == paths.DEMO_CHOICE:
+        if path is None:
             encoder = MiniLMEmotionEncoder.from_pretrained(device=offload_device, dtype=dtype)
             return io.NodeOutput(LoadedTextEncoder(encoder, make_patcher(encoder.text_model, load_device, offload_device)))
-        path = paths.resolve(text_encoder)
         if tokenizer == "auto":
             tokenizer_dir = _tokenizer_beside(path) or paths.comfy_sd1_tokenizer()
         elif tokenizer == "comfyui sd1_tokenizer":
             tokenizer_dir = paths.comfy_sd1_tokenizer()
-        else:
-            tokenizer_dir = paths.resolve(tokenizer)
         encoder = EmotionTextEncoder.from_pretrained(path, tokenizer_dir, device=offload_device, dtype=dtype)
         return io.NodeOutput(LoadedTextEncoder(encoder, make_patcher(encoder.text_model, load_device, offload_device)))
 
@@ -168,6 +159,8 @@ def _tokenizer_beside(path: Path) -> Path | None:
     else:
         candidates = [path, path / "tokenizer", path.parent / "tokenizer"]
     for candidate in candidates:
+        if not paths.is_contained(candidate, paths.TEXT_ENCODER.keys):
+            continue
         if (candidate / "tokenizer.json").is_file() or ((candidate / "vocab.json").is_file() and (candidate / "merges.txt").is_file()):
             return candidate
     return None
@@ -182,12 +175,12 @@ class EmoCASTAudioEncoderLoader(io.ComfyNode):
             category=CATEGORY,
             description="Loads wav2vec2-base-960h (a Hugging Face folder) for the speech features.",
             inputs=[
-                io.Combo.Input("wav2vec2", options=paths.audio_encoder_choices(),
+                io.Combo.Input("wav2vec2", options=paths.AUDIO_ENCODER.choices(),
                                tooltip="wav2vec2-base-960h folder (config.json, model.safetensors, "
                                        "preprocessor_config.json) in models/audio_encoders or models/emocast."),
                 io.Combo.Input("precision", options=["auto", "fp32", "fp16"], default="auto",
                                tooltip="auto: the dtype ComfyUI picks for text encoders on this device (fp32 on the CPU)."),
-                io.Combo.Input("vocal_separator", options=paths.vocal_separator_choices(), default=paths.NONE_CHOICE,
+                io.Combo.Input("vocal_separator", options=paths.VOCAL_SEPARATOR.choices(), default=paths.NONE_CHOICE,
                                tooltip="Optional MDX-Net model (e.g. models/emocast/audio_separator/Kim_Vocal_2.onnx) "
                                        "that isolates the voice before feature extraction, as upstream does."),
             ],
@@ -195,20 +188,21 @@ class EmoCASTAudioEncoderLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, wav2vec2, vocal_separator=paths.NONE_CHOICE, **_):
-        return check_choices(wav2vec2=wav2vec2, vocal_separator=vocal_separator)
+    def validate_inputs(cls, wav2vec2=None, vocal_separator=None):
+        return paths.check_choices((paths.AUDIO_ENCODER, wav2vec2), (paths.VOCAL_SEPARATOR, vocal_separator))
 
     @classmethod
     def execute(cls, wav2vec2, precision, vocal_separator=paths.NONE_CHOICE) -> io.NodeOutput:
+        folder = DemoBundle().wav2vec_dir if wav2vec2 == paths.DEMO_CHOICE else paths.AUDIO_ENCODER.resolve(wav2vec2)
+        separator_path = None if vocal_separator == paths.NONE_CHOICE else paths.VOCAL_SEPARATOR.resolve(vocal_separator)
         load_device, offload_device = mm.text_encoder_device(), mm.text_encoder_offload_device()
         dtype = mm.text_encoder_dtype(load_device) if precision == "auto" else DTYPE_NAMES[precision]
-        folder = DemoBundle().wav2vec_dir if wav2vec2 == paths.DEMO_CHOICE else paths.resolve(wav2vec2)
         encoder = AudioEncoder.from_pretrained(folder, device=offload_device, dtype=dtype)
         separator = None
-        if vocal_separator != paths.NONE_CHOICE:
+        if separator_path is not None:
             from ..emocast_core.conditioning.vocal_separation import VocalSeparator
 
-            separator = VocalSeparator(paths.resolve(vocal_separator), providers=onnx_providers("auto"))
+            separator = VocalSeparator(separator_path, providers=onnx_providers("auto"))
         return io.NodeOutput(LoadedAudioEncoder(encoder, make_patcher(encoder.wav2vec2, load_device, offload_device), separator))
 
 
@@ -235,7 +229,7 @@ class EmoCASTFaceAnalyzerLoader(io.ComfyNode):
             category=CATEGORY,
             description="Loads the InsightFace antelopev2 ONNX models (detector, ArcFace, landmarks).",
             inputs=[
-                io.Combo.Input("face_models", options=paths.face_model_choices(),
+                io.Combo.Input("face_models", options=paths.FACE_MODELS.choices(),
                                tooltip="Folder with scrfd_10g_bnkps.onnx, glintr100.onnx and 2d106det.onnx "
                                        "(models/insightface/models/antelopev2 or models/emocast/face_analysis/models)."),
                 io.Combo.Input("onnx_device", options=["auto", "cpu", "cuda"], default="auto",
@@ -245,15 +239,16 @@ class EmoCASTFaceAnalyzerLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, face_models, **_):
-        return check_choices(face_models=face_models)
+    def validate_inputs(cls, face_models=None):
+        return paths.check_choices((paths.FACE_MODELS, face_models))
 
     @classmethod
     def execute(cls, face_models, onnx_device) -> io.NodeOutput:
         if face_models == paths.DEMO_CHOICE:
             # The demo portraits are drawn: a colour-based analyser, no model files.
             return io.NodeOutput(synthetic_face_analyzer())
-        return io.NodeOutput(FaceAnalyzer.from_folder(paths.resolve(face_models), providers=onnx_providers(onnx_device)))
+        folder = paths.FACE_MODELS.resolve(face_models)
+        return io.NodeOutput(FaceAnalyzer.from_folder(folder, providers=onnx_providers(onnx_device)))
 
 
 LOADER_NODES = [EmoCASTModelLoader, EmoCASTTextEncoderLoader, EmoCASTAudioEncoderLoader, EmoCASTFaceAnalyzerLoader]

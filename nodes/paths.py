@@ -1,14 +1,29 @@
-"""Model folders: registration with ComfyUI's `folder_paths` and the choices the loader nodes list.
+"""Model folders: registration with ComfyUI's `folder_paths`, the choices the loader nodes list, and the
+one way a loader turns a choice into a path.
 
 `register_model_folders()` adds ``models/emocast`` (and ``models/insightface`` when no other pack did)
 to `folder_paths`, keeping any paths an ``extra_model_paths.yaml`` already gave those keys. Every choice
 a loader offers is ``"<folder key>/<path inside it>"``, e.g. ``"emocast/net.safetensors"`` or
 ``"vae/sd-vae-ft-mse"``, so the same name resolves on every machine. Nothing is ever downloaded.
+
+Containment. A workflow is data from anyone (a shared JSON file, a POST to ``/prompt``), so a model input
+is trusted only when it is one of the choices listed at that moment: `ModelInput.resolve` lists again
+and looks the value up; it never joins the value onto a folder, so ``..``, ``//``, absolute paths and
+the like cannot name anything. The listing walks only the folders `folder_paths` registers for the
+input's keys, and lists a file or folder only when its real path (symlinks resolved) lies inside a
+registered folder of the same key; a folder is listed only when every entry directly inside it does too,
+since the loaders read whole folders. So a symlink in ``models/`` that points elsewhere is not listed.
+ComfyUI's own loaders would follow such a link, but this pack cannot tell a link its owner made from one
+planted by something else; storage elsewhere is added through ``extra_model_paths.yaml``, and links
+into any registered folder of the same key keep working.
 """
 from __future__ import annotations
 
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import folder_paths
 
@@ -19,6 +34,7 @@ NONE_CHOICE = "none"
 # Offered by every loader: the synthetic demo model that ships inside emocast_core (no files needed).
 DEMO_CHOICE = "demo (built-in synthetic model)"
 DEMO_INPUT_FILES = {"emocast_demo_portrait.png": "portrait", "emocast_demo_speech.wav": "speech"}
+MAX_DEPTH = 4  # folder levels below a registered folder that the loaders look into
 
 
 def register_model_folders() -> None:
@@ -41,105 +57,272 @@ def folder_roots(key: str) -> list[Path]:
         return []
 
 
-def _walk_dirs(root: Path, max_depth: int = 4):
-    if not root.is_dir():
-        return
-    stack = [(root, 0)]
-    while stack:
-        folder, depth = stack.pop()
-        yield folder
-        if depth < max_depth:
+class ModelChoiceError(ValueError):
+    """A model input that is not one of the listed choices; the message is one line for the user."""
+
+
+# --- walking the registered folders -----------------------------------------------------------------------
+
+
+def _real(path: Path | str) -> str:
+    return os.path.normcase(os.path.realpath(path))
+
+
+def _inside(real: str, real_roots: list[str]) -> bool:
+    return any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in real_roots)
+
+
+def _real_roots(keys: tuple[str, ...]) -> list[str]:
+    return [_real(root) for key in keys for root in folder_roots(key)]
+
+
+def is_contained(path: Path, keys: tuple[str, ...]) -> bool:
+    """True when ``path`` and, for a folder, every entry directly inside it resolve into a registered folder
+    of ``keys``. For paths a loader derives from a listed choice (e.g. a tokenizer folder beside it)."""
+    real_roots = _real_roots(keys)
+    if not _inside(_real(path), real_roots):
+        return False
+    if path.is_dir():
+        try:
+            return all(_inside(_real(entry), real_roots) for entry in path.iterdir())
+        except OSError:
+            return False
+    return True
+
+
+def _listable(name: str) -> bool:
+    # Hidden entries are skipped as before; control characters would break the one-line labels.
+    return not name.startswith(".") and all(ord(char) >= 32 and ord(char) != 127 for char in name)
+
+
+@dataclass
+class _Folder:
+    label: str  # "<key>/<relative path>", or just "<key>" for the registered folder itself
+    path: Path
+    files: dict[str, Path]  # plain files directly inside whose real path stays in the key's folders
+    contained: bool  # False when some entry directly inside resolves outside the key's folders
+
+
+def _walk(key: str) -> Iterator[_Folder]:
+    """The folders under every registered folder of ``key``, at most `MAX_DEPTH` levels down, never
+    entering one whose real path leaves the key's registered folders (so a link to ``/`` is not walked)."""
+    real_roots = _real_roots((key,))
+    for root in folder_roots(key):
+        if not root.is_dir():
+            continue
+        seen: set[str] = set()
+        stack = [(root, key, 0)]
+        while stack:
+            folder, label, depth = stack.pop()
+            real = _real(folder)
+            if real in seen or not _inside(real, real_roots):
+                continue
+            seen.add(real)
             try:
-                children = sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), reverse=True)
+                entries = sorted(folder.iterdir(), reverse=True)
             except OSError:
                 continue
-            stack.extend((child, depth + 1) for child in children)
-
-
-def _label(key: str, root: Path, path: Path) -> str:
-    relative = path.relative_to(root).as_posix()
-    return key if relative == "." else f"{key}/{relative}"
-
-
-def find_folders(keys: tuple[str, ...], required_files: tuple[tuple[str, ...], ...]) -> list[str]:
-    """Labels of folders under the ``keys`` folders holding one file of each group in ``required_files``."""
-    found = []
-    for key in keys:
-        for root in folder_roots(key):
-            for folder in _walk_dirs(root):
-                if all(any((folder / name).is_file() for name in names) for names in required_files):
-                    found.append(_label(key, root, folder))
-    return sorted(dict.fromkeys(found))
-
-
-def find_files(keys: tuple[str, ...], extensions: set[str], skip_model_folders: bool = True) -> list[str]:
-    """Labels of files with one of ``extensions`` under the ``keys`` folders. ``skip_model_folders`` leaves
-    out files inside Hugging Face / diffusers folders (a ``config.json`` beside them)."""
-    found = []
-    for key in keys:
-        for root in folder_roots(key):
-            for folder in _walk_dirs(root):
-                if skip_model_folders and (folder / "config.json").is_file():
+            files, contained = {}, True
+            for entry in entries:
+                if not _inside(_real(entry), real_roots):
+                    contained = False
+                elif not _listable(entry.name):
                     continue
-                try:
-                    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in extensions)
-                except OSError:
+                elif entry.is_dir():
+                    if depth < MAX_DEPTH:
+                        stack.append((entry, f"{label}/{entry.name}", depth + 1))
+                elif entry.is_file():
+                    files[entry.name] = entry
+            yield _Folder(label, folder, dict(sorted(files.items())), contained)
+
+
+@dataclass(frozen=True)
+class FileSource:
+    """Files with one of ``extensions`` under the ``keys`` folders."""
+
+    keys: tuple[str, ...]
+    extensions: frozenset[str]
+    # Leave out files inside Hugging Face / diffusers folders (a config.json beside them).
+    skip_model_folders: bool = True
+    # Only files below a folder of this name, e.g. "audio_separator".
+    below: str = ""
+
+    def find(self) -> list[tuple[str, Path]]:
+        found = {}
+        for key in self.keys:
+            for folder in _walk(key):
+                if self.skip_model_folders and "config.json" in folder.files:
                     continue
-                found.extend(_label(key, root, path) for path in files if not path.name.startswith("."))
-    return sorted(dict.fromkeys(found))
+                if self.below and self.below not in folder.label.split("/")[1:]:
+                    continue
+                for name, path in folder.files.items():
+                    if Path(name).suffix.lower() in self.extensions:
+                        found.setdefault(f"{folder.label}/{name}", path)
+        return sorted(found.items())
 
 
-def resolve(label: str) -> Path:
-    """The path a ``"<folder key>/<relative path>"`` choice names; FileNotFoundError naming where it was looked for."""
-    key, _, relative = label.partition("/")
-    roots = folder_roots(key)
-    for root in roots:
-        candidate = root / relative if relative else root
-        if candidate.exists():
-            return candidate
-    looked = ", ".join(str(root / relative) for root in roots) or f"(no '{key}' model folder is registered)"
-    raise FileNotFoundError(f"{label!r} not found; looked in: {looked}. Nothing is downloaded automatically.")
+@dataclass(frozen=True)
+class FolderSource:
+    """Folders under the ``keys`` folders holding one file of each group in ``required_files``."""
+
+    keys: tuple[str, ...]
+    required_files: tuple[tuple[str, ...], ...]
+
+    def find(self) -> list[tuple[str, Path]]:
+        found = {}
+        for key in self.keys:
+            for folder in _walk(key):
+                if folder.contained and all(any(name in folder.files for name in group) for group in self.required_files):
+                    found.setdefault(folder.label, folder.path)
+        return sorted(found.items())
 
 
-def or_placeholder(choices: list[str], placeholder: str) -> list[str]:
-    """A combo needs at least one entry; an empty folder shows what to install instead."""
-    return choices if choices else [placeholder]
+# --- the model inputs of the loader nodes -----------------------------------------------------------------
+
+# A value is quoted back in a refusal only when it reads as a plain "<key>/<name>/..." label: anything else
+# (a path outside, "..", "//", "%2e", a backslash, a control character) is not repeated.
+_QUOTABLE_PART = re.compile(r"[A-Za-z0-9 _+()\[\]-][A-Za-z0-9 _.+()\[\]-]*")
 
 
-def checkpoint_choices() -> list[str]:
-    return or_placeholder(find_files((EMOCAST_FOLDER,), CHECKPOINT_EXTENSIONS), "emocast/net.safetensors (missing)") + [DEMO_CHOICE]
+def _quotable(value, keys: tuple[str, ...]) -> bool:
+    if not isinstance(value, str) or len(value) > 200:
+        return False
+    key, _, rest = value.partition("/")
+    return key in keys and all(_QUOTABLE_PART.fullmatch(part) for part in rest.split("/"))
 
 
-def vae_choices() -> list[str]:
-    files = (("config.json",), ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"))
-    return or_placeholder(find_folders(("vae", EMOCAST_FOLDER), files), "vae/sd-vae-ft-mse (missing)") + [DEMO_CHOICE]
+@dataclass(frozen=True)
+class ModelInput:
+    """One model input of a loader node: where its choices come from, and the only way from a choice to a path."""
+
+    name: str  # the node input, for messages
+    sources: tuple[FileSource | FolderSource, ...]
+    advice: str  # where the model goes, for the refusal line
+    placeholder: str | None = None  # listed when nothing is found (a combo needs one entry); refused if chosen
+    before: tuple[str, ...] = ()  # choices that name no file, listed first
+    after: tuple[str, ...] = (DEMO_CHOICE,)  # ... and last
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(key for source in self.sources for key in source.keys))
+
+    def found(self) -> dict[str, Path]:
+        found: dict[str, Path] = {}
+        for source in self.sources:
+            for label, path in source.find():
+                found.setdefault(label, path)
+        return found
+
+    def choices(self) -> list[str]:
+        labels = list(self.found()) or ([self.placeholder] if self.placeholder else [])
+        return [*self.before, *labels, *self.after]
+
+    def is_builtin(self, value) -> bool:
+        """A choice that names no file (the demo model, none, auto)."""
+        return value in self.before or value in self.after
+
+    def problem(self, value) -> str | None:
+        """None when ``value`` is a listed choice, else the one-line refusal."""
+        if isinstance(value, str) and (self.is_builtin(value) or value in self.found()):
+            return None
+        return self.refusal(value)
+
+    def resolve(self, value) -> Path:
+        """The path of a listed file/folder choice; `ModelChoiceError` for anything else."""
+        path = self.found().get(value) if isinstance(value, str) else None
+        if path is None:
+            raise ModelChoiceError(self.refusal(value))
+        return path
+
+    def refusal(self, value) -> str:
+        # Names only the input and the model folders: never the value's target, nor whether it exists.
+        named = repr(value) if _quotable(value, self.keys) else "this value"
+        return (f"{self.name}: {named} is not one of the models listed for this input. {self.advice} "
+                "(or in a folder extra_model_paths.yaml adds for it), refresh the page (R) and pick it from the list.")
 
 
-def text_encoder_choices() -> list[str]:
-    singles = find_files(("text_encoders",), {".safetensors"})
-    hf = find_folders(("text_encoders", EMOCAST_FOLDER), (("config.json",), ("model.safetensors", "pytorch_model.bin"), ("vocab.json",)))
-    return or_placeholder(singles + hf, "text_encoders/clip_l.safetensors (missing)") + [DEMO_CHOICE]
+CHECKPOINT = ModelInput(
+    "checkpoint", (FileSource((EMOCAST_FOLDER,), frozenset(CHECKPOINT_EXTENSIONS)),),
+    "Put the EmoCAST weights (.safetensors or .pth) in models/emocast/",
+    placeholder="emocast/net.safetensors (missing)",
+)
+VAE = ModelInput(
+    "vae", (FolderSource(("vae", EMOCAST_FOLDER), (("config.json",), ("diffusion_pytorch_model.safetensors",
+                                                                      "diffusion_pytorch_model.bin"))),),
+    "Put the sd-vae-ft-mse diffusers folder (config.json + diffusion_pytorch_model.safetensors) in models/vae/ "
+    "or models/emocast/",
+    placeholder="vae/sd-vae-ft-mse (missing)",
+)
+TEXT_ENCODER = ModelInput(
+    "text_encoder", (
+        FileSource(("text_encoders",), frozenset({".safetensors"})),
+        FolderSource(("text_encoders", EMOCAST_FOLDER),
+                     (("config.json",), ("model.safetensors", "pytorch_model.bin"), ("vocab.json",))),
+    ),
+    "Put clip_l.safetensors (or a clip-vit-large-patch14 folder) in models/text_encoders/",
+    placeholder="text_encoders/clip_l.safetensors (missing)",
+)
+TOKENIZER = ModelInput(
+    "tokenizer", (FolderSource(("text_encoders", EMOCAST_FOLDER), (("vocab.json",), ("merges.txt",))),),
+    "Choose auto, or put a CLIP tokenizer folder (vocab.json + merges.txt) in models/text_encoders/",
+    before=("auto", "comfyui sd1_tokenizer"), after=(),
+)
+AUDIO_ENCODER = ModelInput(
+    "wav2vec2", (FolderSource(("audio_encoders", EMOCAST_FOLDER),
+                              (("config.json",), ("model.safetensors", "pytorch_model.bin"), ("preprocessor_config.json",))),),
+    "Put the wav2vec2-base-960h folder (config.json, model.safetensors, preprocessor_config.json) in "
+    "models/audio_encoders/ or models/emocast/",
+    placeholder="audio_encoders/wav2vec2-base-960h (missing)",
+)
+VOCAL_SEPARATOR = ModelInput(
+    "vocal_separator", (FileSource((EMOCAST_FOLDER,), frozenset({".onnx"}), skip_model_folders=False,
+                                   below="audio_separator"),),
+    "Choose none, or put an MDX-Net model such as Kim_Vocal_2.onnx in models/emocast/audio_separator/",
+    before=(NONE_CHOICE,), after=(),
+)
+FACE_MODELS = ModelInput(
+    "face_models", (FolderSource((INSIGHTFACE_FOLDER, EMOCAST_FOLDER), (("scrfd_10g_bnkps.onnx",), ("glintr100.onnx",))),),
+    "Put the antelopev2 folder (scrfd_10g_bnkps.onnx, glintr100.onnx, 2d106det.onnx) in models/insightface/models/",
+    placeholder="insightface/models/antelopev2 (missing)",
+)
 
 
-def tokenizer_choices() -> list[str]:
-    return ["auto", "comfyui sd1_tokenizer"] + find_folders(("text_encoders", EMOCAST_FOLDER), (("vocab.json",), ("merges.txt",)))
+def check_choices(*inputs: tuple[ModelInput, object]) -> bool | str:
+    """Validation result for ComfyUI: True, or one line per input that is not a listed choice. ``None``
+    (an input fed by a link, unknown before the run) is checked when the node runs."""
+    problems = [model_input.problem(value) for model_input, value in inputs if value is not None]
+    problems = [problem for problem in problems if problem]
+    return " ".join(problems) if problems else True
 
 
-def audio_encoder_choices() -> list[str]:
-    files = (("config.json",), ("model.safetensors", "pytorch_model.bin"), ("preprocessor_config.json",))
-    return or_placeholder(find_folders(("audio_encoders", EMOCAST_FOLDER), files),
-                          "audio_encoders/wav2vec2-base-960h (missing)") + [DEMO_CHOICE]
+# --- the output folder ------------------------------------------------------------------------------------
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
 
 
-def vocal_separator_choices() -> list[str]:
-    files = find_files((EMOCAST_FOLDER,), {".onnx"}, skip_model_folders=False)
-    return [NONE_CHOICE] + [label for label in files if "/audio_separator/" in label]
+def output_prefix_problem(prefix) -> str | None:
+    """None when ``filename_prefix`` names a file inside ComfyUI's output folder, else the one-line refusal.
+
+    Stricter than ComfyUI's `folder_paths.get_save_image_path` (which refuses a folder outside the output
+    directory only when saving, after all the work): no absolute path, drive letter, ``..``, ``.`` or empty
+    part, with ``/`` and ``\\`` both read as separators so a prefix means the same on every system."""
+    example = "e.g. EmoCAST/emocast"
+    if not isinstance(prefix, str) or not prefix.strip():
+        return f"filename_prefix: empty; give a file name inside ComfyUI's output folder, {example}"
+    if any(ord(char) < 32 or ord(char) == 127 for char in prefix):
+        return f"filename_prefix: contains control characters; use a plain name, {example}"
+    if prefix.startswith(("/", "\\")) or _DRIVE.match(prefix):
+        return f"filename_prefix: must be relative to ComfyUI's output folder (no leading / or drive letter), {example}"
+    if any(part in ("", ".", "..") for part in re.split(r"[\\/]", prefix)):
+        return f"filename_prefix: '..', '.' and empty parts ('//', a trailing '/') are not allowed; {example}"
+    output_dir = os.path.abspath(folder_paths.get_output_directory())
+    folder = os.path.abspath(os.path.join(output_dir, os.path.dirname(os.path.normpath(prefix))))
+    if os.path.commonpath((output_dir, folder)) != output_dir:  # ComfyUI's own rule, for whatever is left
+        return f"filename_prefix: leaves ComfyUI's output folder; {example}"
+    return None
 
 
-def face_model_choices() -> list[str]:
-    files = (("scrfd_10g_bnkps.onnx",), ("glintr100.onnx",))
-    return or_placeholder(find_folders((INSIGHTFACE_FOLDER, EMOCAST_FOLDER), files),
-                          "insightface/models/antelopev2 (missing)") + [DEMO_CHOICE]
+# --- other files ------------------------------------------------------------------------------------------
 
 
 def comfy_sd1_tokenizer() -> Path:

@@ -9,6 +9,7 @@ from comfy_api.latest import InputImpl, io, ui
 
 from ..emocast_core.conditioning.crop import paste_back
 from ..emocast_core.video import write_video
+from . import paths
 from .types import Reference
 
 CATEGORY = "EmoCAST/video"
@@ -28,7 +29,8 @@ class EmoCASTVideoCombine(io.ComfyNode):
                 io.Float.Input("fps", default=25.0, min=1.0, max=120.0, step=1.0,
                                tooltip="Frame rate; use the fps output of EmoCAST Audio Features or the sampler."),
                 io.String.Input("filename_prefix", default="EmoCAST/emocast",
-                                tooltip="File name prefix inside the output folder (may contain a subfolder)."),
+                                tooltip="File name prefix inside the output folder (may contain a subfolder, e.g. "
+                                        "EmoCAST/emocast; no absolute path or '..')."),
                 io.Int.Input("crf", default=19, min=0, max=51,
                              tooltip="H.264 quality: lower is better and bigger (17-23 is typical)."),
                 io.Audio.Input("audio", optional=True,
@@ -39,7 +41,16 @@ class EmoCASTVideoCombine(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, filename_prefix=None):
+        # Before the run, so a prefix that would leave the output folder is refused before any sampling.
+        # None: the prefix comes through a link and is checked when the node runs.
+        return True if filename_prefix is None else (paths.output_prefix_problem(filename_prefix) or True)
+
+    @classmethod
     def execute(cls, images, fps, filename_prefix, crf, audio=None) -> io.NodeOutput:
+        problem = paths.output_prefix_problem(filename_prefix)
+        if problem:
+            raise ValueError(problem)
         if images.ndim != 4 or images.shape[0] == 0:
             raise ValueError(f"EmoCAST Video Combine: expected frames [T, H, W, C], got {tuple(images.shape)}")
         height, width = int(images.shape[1]), int(images.shape[2])

@@ -136,3 +136,117 @@ NODE_OUTPUTS = {
     "EmoCASTVideoCombine": ["VIDEO"],
     "EmoCASTPasteBack": ["IMAGE"],
 }
+
+
+# --- a real ComfyUI server for a test module -------------------------------------------------------------
+# (Added for tests that start their own server; nothing above uses these.)
+
+SERVER_PACK_NAME = "comfyui-emocast"
+SERVER_MODEL_KEYS = ("emocast", "vae", "text_encoders", "audio_encoders", "insightface")
+
+
+def comfyui_dir_or_skip(modules: tuple[str, ...] = ("diffusers", "transformers", "onnxruntime", "av")) -> Path:
+    """``COMFYUI_DIR`` (a folder with ``ComfyUI/`` and ``venv/``), or skip the test with the reason."""
+    import os
+    import subprocess
+
+    import pytest
+
+    value = os.environ.get("COMFYUI_DIR")
+    if not value:
+        pytest.skip("COMFYUI_DIR is not set (a folder with ComfyUI/ and venv/); real-server tests skipped")
+    root = Path(value)
+    python = root / "venv" / "bin" / "python"
+    if not (root / "ComfyUI" / "main.py").is_file() or not python.is_file():
+        pytest.skip(f"COMFYUI_DIR={root} lacks ComfyUI/main.py or venv/bin/python")
+    probe = subprocess.run([str(python), "-c", f"import {', '.join(modules)}"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"the EmoCAST requirements are not installed in {root / 'venv'}")
+    return root
+
+
+class ComfyServer:
+    """HTTP access to a server started by `comfyui_server`."""
+
+    def __init__(self, base: str, root: Path, log: Path):
+        self.base, self.root, self.log = base, root, log
+        self.output = root / "output"
+
+    def get(self, path: str):
+        import json
+        import urllib.request
+
+        with urllib.request.urlopen(self.base + path, timeout=30) as response:
+            return json.loads(response.read())
+
+    def post(self, path: str, body: dict | None = None) -> tuple[int, dict]:
+        import json
+        import urllib.error
+        import urllib.request
+
+        request = urllib.request.Request(self.base + path, data=json.dumps(body or {}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                text = response.read()
+                return response.status, (json.loads(text) if text.strip() else {})
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"{}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def comfyui_server(comfy_dir: Path, root: Path, repo: Path, start_timeout: float = 120):
+    """Start ComfyUI (``--cpu``, a free port) with the pack linked in and every model folder at
+    ``root/models/<key>`` (as `build_models_tree` writes it); input/output/temp/user folders under ``root``.
+    A generator for a pytest fixture: yields a `ComfyServer`, stops the server afterwards."""
+    import socket
+    import subprocess
+    import time
+    import urllib.error
+
+    import pytest
+
+    for name in ("input", "output", "temp", "user", "custom_nodes"):
+        (root / name).mkdir(exist_ok=True)
+    link = root / "custom_nodes" / SERVER_PACK_NAME
+    if not link.exists():
+        link.symlink_to(repo, target_is_directory=True)
+    yaml_lines = ["emocast_tests:", f"    base_path: {root}", f"    custom_nodes: {root / 'custom_nodes'}"]
+    yaml_lines += [f"    {key}: models/{key}" for key in SERVER_MODEL_KEYS]
+    (root / "extra_model_paths.yaml").write_text("\n".join(yaml_lines) + "\n")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = root / "comfyui.log"
+    command = [
+        str(comfy_dir / "venv" / "bin" / "python"), str(comfy_dir / "ComfyUI" / "main.py"), "--cpu",
+        "--listen", "127.0.0.1", "--port", str(port), "--disable-auto-launch",
+        "--extra-model-paths-config", str(root / "extra_model_paths.yaml"),
+        "--input-directory", str(root / "input"), "--output-directory", str(root / "output"),
+        "--temp-directory", str(root / "temp"), "--user-directory", str(root / "user"),
+        "--database-url", "sqlite:///:memory:",
+    ]
+    with open(log, "wb") as log_file:
+        process = subprocess.Popen(command, cwd=comfy_dir / "ComfyUI", stdout=log_file, stderr=subprocess.STDOUT)
+    server = ComfyServer(f"http://127.0.0.1:{port}", root, log)
+    try:
+        deadline = time.monotonic() + start_timeout
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"ComfyUI exited with {process.returncode}:\n{server.log_tail()}")
+            try:
+                server.get("/system_stats")
+                break
+            except (urllib.error.URLError, ConnectionError, OSError):
+                if time.monotonic() > deadline:
+                    pytest.fail(f"ComfyUI did not start in {start_timeout} s:\n{server.log_tail()}")
+                time.sleep(1)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
