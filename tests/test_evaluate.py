@@ -12,11 +12,26 @@ import torch
 from torch import nn
 
 from emocast_core.cli import main
-from emocast_core.evaluation import EvaluationSettings, MetricWeights, VideoLabels, evaluate_videos, read_labels_file
+from emocast_core.evaluation import (
+    EvaluationSettings,
+    MetricWeights,
+    VideoLabels,
+    evaluate_videos,
+    read_labels_file,
+)
 from emocast_core.evaluation.emotion import CLASSES_8, requested_emotion
 from emocast_core.evaluation.frechet import frechet_distance
-from emocast_core.evaluation.syncnet import SyncNet, offset_search, sync_scores, syncnet_face_crops
-from emocast_core.evaluation.temporal import clip_border_pairs, mouth_audio_correlation, seam_ratio
+from emocast_core.evaluation.syncnet import (
+    SyncNet,
+    offset_search,
+    sync_scores,
+    syncnet_face_crops,
+)
+from emocast_core.evaluation.temporal import (
+    clip_border_pairs,
+    mouth_audio_correlation,
+    seam_ratio,
+)
 from emocast_core.video import write_video as write_mp4
 
 FPS = 25
@@ -140,6 +155,31 @@ def test_syncnet_weights_load_in_the_syncnet_v2_layout(tmp_path):
         SyncNet.from_file(tmp_path / "other.pt")
 
 
+def test_sync_scores_with_a_stand_in_syncnet_and_face_detector(tmp_path):
+    """The whole Sync-C/Sync-D path on an MP4: detector boxes -> smoothed crops -> a randomly
+    initialised standard SyncNet -> scores in the reference's ranges."""
+    pytest.importorskip("python_speech_features")
+    pytest.importorskip("onnx")
+    from face_fixtures import write_antelopev2
+
+    size = 128
+    face = {"bbox": (34.0, 24.0, 94.0, 104.0), "score": 0.9,
+            "keypoints": ((50.0, 55.0), (78.0, 55.0), (64.0, 70.0), (52.0, 88.0), (76.0, 88.0))}
+    folder = write_antelopev2(tmp_path, [face], (size, size), with_landmarker=False)
+    pattern = (np.random.default_rng(0).uniform(size=12) > 0.5).astype(np.float64)
+    frames, audio = talking_video(pattern, size=size)
+    write_video(tmp_path / "videos" / "talk.mp4", frames, FPS, audio=(audio, RATE))
+    torch.manual_seed(0)
+    torch.save(SyncNet().state_dict(), tmp_path / "syncnet_v2.model")
+    weights = MetricWeights(syncnet=tmp_path / "syncnet_v2.model", face_models=folder)
+    report = evaluate_videos([tmp_path / "videos"], weights, progress=False)
+    video = report.videos[0]
+    assert video.metrics["sync_d"] > 0 and video.metrics["sync_c"] >= 0
+    assert -15 <= video.details["sync_offset"] <= 15
+    assert report.summary["sync_c"] == pytest.approx(video.metrics["sync_c"])
+    assert video.metrics["identity_similarity"] is None and any("reference" in note for note in video.notes)
+
+
 def test_syncnet_crop_follows_the_reference_geometry():
     frames = np.zeros((20, 200, 300, 3), dtype=np.uint8)
     frames[:, 80:120, 130:170] = (0, 0, 255)  # blue square = the face box, in RGB
@@ -201,6 +241,7 @@ def noisy_video(num_frames: int, seed: int, size: int = 48) -> np.ndarray:
     return rng.integers(0, 256, (num_frames, size, size, 3), dtype=np.uint8)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:DeprecationWarning")
 def test_fid_is_zero_for_identical_videos_and_grows_with_difference(tmp_path):
     pytest.importorskip("torchmetrics")
     generated, truth = tmp_path / "generated", tmp_path / "truth"
@@ -342,7 +383,8 @@ def test_evaluate_command_writes_json_and_csv_and_notes_skipped_metrics(tmp_path
     assert videos["seams.mp4"]["mouth_audio_correlation"] is None  # no audio track
     assert videos["seams.mp4"]["seam_ratio"] > 10  # a jump every 16 frames (the default clip length)
     assert data["videos"][0]["sync_c"] is None and "SyncNet" in data["notes"]["sync_c"]
-    rows = list(csv.DictReader(out_csv.open()))
+    with out_csv.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
     assert [row["path"] for row in rows][-1] == "ALL" and len(rows) == 3
     assert float(rows[-1]["seam_ratio"]) == pytest.approx(data["summary"]["seam_ratio"], rel=1e-5)
     table = capsys.readouterr().out

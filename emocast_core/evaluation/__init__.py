@@ -16,7 +16,10 @@ _EXPORTS = {
     "evaluate_videos": "evaluate", "VideoLabels": "inputs", "collect_videos": "inputs",
     "read_labels_file": "inputs", "METRIC_NAMES": "report", "EvaluationReport": "report", "VideoResult": "report",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "METRIC_NAMES", "EvaluationReport", "EvaluationSettings", "Evaluator", "MetricWeights", "VideoLabels",
+    "VideoResult", "collect_videos", "evaluate_videos", "read_labels_file",
+]
 
 
 def __getattr__(name: str):

@@ -10,13 +10,17 @@ the sampled frames.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np
 
-from ..conditioning.emotion_presets import EMOTION_PRESET_ALIASES, EMOTION_PRESETS, preset_name
+from ..conditioning.emotion_presets import (
+    EMOTION_PRESET_ALIASES,
+    EMOTION_PRESETS,
+    preset_name,
+)
 
 CLASSES_8 = ("angry", "contempt", "disgusted", "fearful", "happy", "neutral", "sad", "surprised")
 CLASSES_7 = ("angry", "disgusted", "fearful", "happy", "neutral", "sad", "surprised")
@@ -61,7 +65,7 @@ class EmotionClassifier:
             raise ValueError(f"expected an expression classifier with 7, 8 or 10 outputs, got {num_outputs}")
 
     @classmethod
-    def from_file(cls, path: str | Path, providers: Sequence[str] | None = None) -> "EmotionClassifier":
+    def from_file(cls, path: str | Path, providers: Sequence[str] | None = None) -> EmotionClassifier:
         from ..conditioning.face_models import create_session
 
         return cls(create_session(path, providers))

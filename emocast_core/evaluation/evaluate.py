@@ -16,7 +16,12 @@ import torch
 
 from . import temporal
 from .inputs import VideoLabels, collect_videos, ground_truth_in_folder, labels_for
-from .media import AUDIO_SAMPLE_RATE, EVALUATION_FPS, EvaluatedVideo, read_evaluated_video
+from .media import (
+    AUDIO_SAMPLE_RATE,
+    EVALUATION_FPS,
+    EvaluatedVideo,
+    read_evaluated_video,
+)
 from .report import METRIC_NAMES, EvaluationReport, VideoResult
 
 # Means over videos of these per-video values make the summary (FID and FVD are pooled instead).

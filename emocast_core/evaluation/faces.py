@@ -2,12 +2,17 @@
 runs (``conditioning.face_models``), loaded without the landmarker, which evaluation does not need."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from ..conditioning.face import DETECTOR_FILE, RECOGNIZER_FILE, FaceAnalyzer, MissingFaceModelsError
+from ..conditioning.face import (
+    DETECTOR_FILE,
+    RECOGNIZER_FILE,
+    FaceAnalyzer,
+    MissingFaceModelsError,
+)
 
 
 def face_models_folder(folder: str | Path) -> Path:

@@ -80,7 +80,7 @@ class InceptionFeatures(nn.Module):
         self.network = network
 
     @classmethod
-    def from_file(cls, path: str | Path, device: torch.device | str = "cpu") -> "InceptionFeatures":
+    def from_file(cls, path: str | Path, device: torch.device | str = "cpu") -> InceptionFeatures:
         try:
             network = torch.jit.load(str(path), map_location=device)
         except RuntimeError as error:
@@ -107,7 +107,7 @@ class I3DFeatures(nn.Module):
         self.network = network
 
     @classmethod
-    def from_file(cls, path: str | Path, device: torch.device | str = "cpu") -> "I3DFeatures":
+    def from_file(cls, path: str | Path, device: torch.device | str = "cpu") -> I3DFeatures:
         inception_i3d, _ = require_cdfvd_i3d()
         network = inception_i3d(I3D_CLASSES, in_channels=3)
         state = torch.load(str(path), map_location="cpu", weights_only=True)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi")
 LABEL_COLUMNS = ("video", "emotion", "prompt", "reference", "ground_truth")
@@ -65,14 +65,11 @@ def read_labels_file(path: str | Path) -> dict[str, VideoLabels]:
         unknown = set(row) - set(LABEL_COLUMNS)
         if unknown:
             raise ValueError(f"{path}: unknown column(s) {', '.join(sorted(unknown))}; use {', '.join(LABEL_COLUMNS)}")
-
-        def file_field(name: str) -> Path | None:
-            value = row.get(name)
-            return (path.parent / value) if value else None
-
+        reference, ground_truth = (path.parent / row[name] if row.get(name) else None
+                                   for name in ("reference", "ground_truth"))
         labels[str(row["video"])] = VideoLabels(
             emotion=row.get("emotion") or None, prompt=row.get("prompt") or None,
-            reference=file_field("reference"), ground_truth=file_field("ground_truth"),
+            reference=reference, ground_truth=ground_truth,
         )
     return labels
 

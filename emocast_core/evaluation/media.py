@@ -45,7 +45,7 @@ def resample_frames(frames: np.ndarray, source_fps: float, fps: float) -> np.nda
     if source_fps <= 0 or abs(source_fps - fps) < 1e-3 or len(frames) == 0:
         return frames
     duration = len(frames) / source_fps
-    count = max(1, int(round(duration * fps)))
+    count = max(1, round(duration * fps))
     source_index = np.minimum(np.round(np.arange(count) * source_fps / fps).astype(np.int64), len(frames) - 1)
     return frames[source_index]
 

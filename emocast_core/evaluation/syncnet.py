@@ -85,7 +85,7 @@ class SyncNet(nn.Module):
 
     @classmethod
     def from_file(cls, path: str | Path, device: torch.device | str = "cpu",
-                  dtype: torch.dtype = torch.float32) -> "SyncNet":
+                  dtype: torch.dtype = torch.float32) -> SyncNet:
         """Load a ``syncnet_v2.model`` state dict (tensors only: nothing is unpickled as code)."""
         state = torch.load(str(path), map_location="cpu", weights_only=True)
         if not isinstance(state, dict) or "netcnnlip.0.weight" not in state:
@@ -126,7 +126,10 @@ def smooth_face_track(boxes: np.ndarray) -> np.ndarray:
     half_size = np.maximum(boxes[:, 3] - boxes[:, 1], boxes[:, 2] - boxes[:, 0]) / 2.0
     centre_y = (boxes[:, 1] + boxes[:, 3]) / 2.0
     centre_x = (boxes[:, 0] + boxes[:, 2]) / 2.0
-    return np.stack([medfilt(v, kernel_size=SYNCNET_SMOOTHING_FRAMES) for v in (centre_x, centre_y, half_size)], axis=1)
+    # Videos shorter than the filter (the reference only keeps tracks over 100 frames) get the
+    # longest odd window that fits, so the zero padding never outvotes the real boxes.
+    kernel = min(SYNCNET_SMOOTHING_FRAMES, len(boxes) - (1 - len(boxes) % 2))
+    return np.stack([medfilt(v, kernel_size=kernel) for v in (centre_x, centre_y, half_size)], axis=1)
 
 
 def syncnet_face_crops(frames_rgb: np.ndarray, face_boxes: np.ndarray | None,

@@ -96,7 +96,7 @@ def speech_envelope(audio: np.ndarray, sample_rate: int, fps: float, num_frames:
     samples_per_frame = sample_rate / fps
     envelope = np.zeros(num_frames, dtype=np.float64)
     for index in range(num_frames):
-        start, stop = int(round(index * samples_per_frame)), int(round((index + 1) * samples_per_frame))
+        start, stop = round(index * samples_per_frame), round((index + 1) * samples_per_frame)
         chunk = np.asarray(audio[start:stop], dtype=np.float64)
         if chunk.size:
             envelope[index] = np.sqrt(np.mean(chunk * chunk))
