@@ -7,35 +7,92 @@ Heavy imports happen inside the handlers, so `--help` stays fast.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Optional, Sequence
 
 from . import __version__
+from .interrupts import EXIT_CODE_SIGINT, EXIT_CODE_SIGTERM, Terminated, terminate_as_exception
+from .model_files import MissingModelFilesError
+from .quiet import library_output
 from .training.cli import add_dataset_command, add_train_command
+from .validation import CLI_OPTIONS, InputError
+
+
+class CommandLineParser(argparse.ArgumentParser):
+    """argparse with usage errors in one line (exit code 2), not the usage block and then the error."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def add_output_options(parser: argparse.ArgumentParser, default=None) -> None:
+    """--debug and --verbose, accepted before the command and after it."""
+    parser.add_argument("--debug", action="store_true", default=default,
+                        help="show the full traceback of an error (also: EMOCAST_DEBUG=1)")
+    parser.add_argument("--verbose", action="store_true", default=default,
+                        help="show the libraries' own log messages, warnings and load reports")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandLineParser(
         prog="python -m emocast_core",
         description="EmoCAST talking-portrait tools (no ComfyUI needed).",
     )
     parser.add_argument("--version", action="version", version=f"emocast_core {__version__}")
+    add_output_options(parser)
     subparsers = parser.add_subparsers(dest="command", metavar="<command>")
     add_generate_command(subparsers)
     add_convert_command(subparsers)
     add_dataset_command(subparsers)
     add_train_command(subparsers)
+    for command in subparsers.choices.values():
+        # SUPPRESS: an option left out after the command keeps the value given before it.
+        add_output_options(command, default=argparse.SUPPRESS)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run a command. Exit codes: 0 done, 1 the run failed, 2 a usage error (bad option or input),
+    130 interrupted (Ctrl-C), 143 terminated (SIGTERM). Errors are one line; `--debug` or
+    EMOCAST_DEBUG=1 adds the traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "handler", None) is None:
         parser.print_help(sys.stderr)
         return 2
-    return args.handler(args)
+    debug = args.debug or os.environ.get("EMOCAST_DEBUG", "") not in ("", "0")
+    try:
+        with terminate_as_exception(), library_output(verbose=args.verbose):
+            return args.handler(args)
+    except KeyboardInterrupt:
+        return _stopped("interrupted (Ctrl-C); nothing was written", EXIT_CODE_SIGINT, debug)
+    except Terminated:
+        return _stopped("terminated (SIGTERM); nothing was written", EXIT_CODE_SIGTERM, debug)
+    except InputError as error:
+        return _failed(error.describe(CLI_OPTIONS), 2, debug)
+    except MissingModelFilesError as error:  # a list of every missing file, one per line on purpose
+        return _failed(str(error), 2, debug)
+    except Exception as error:  # noqa: BLE001 - the command line's last word on any failure
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        hint = "" if debug else " (run with --debug for the details)"
+        return _failed(f"{message}{hint}", 1, debug)
+
+
+def _failed(message: str, code: int, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def _stopped(message: str, code: int, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    print(message, file=sys.stderr)
+    return code
 
 
 # --------------------------------------------------------------------------------------------

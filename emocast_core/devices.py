@@ -15,16 +15,41 @@ DTYPE_ALIASES = {
 }
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    """"auto" takes CUDA, then Apple MPS, then the CPU; anything else is passed to torch.device."""
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
+class DeviceUnavailableError(ValueError):
+    """The named device does not exist or this torch build cannot use it."""
+
+
+def _mps_available() -> bool:
     mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    return mps is not None and mps.is_available()
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """"auto" takes CUDA, then Apple MPS, then the CPU; anything else is checked and passed to torch.device.
+
+    Raises:
+        DeviceUnavailableError: for a name torch does not know or a device this machine lacks.
+    """
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps") if _mps_available() else torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise DeviceUnavailableError(f"{name!r} is not a device name (auto, cpu, cuda, cuda:1, mps)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceUnavailableError(f"{name} is not available: this torch has no CUDA or sees no NVIDIA GPU")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DeviceUnavailableError(f"{name} is not available: {torch.cuda.device_count()} CUDA device(s) found")
+    elif device.type == "mps" and not _mps_available():
+        raise DeviceUnavailableError(f"{name} is not available: Apple MPS needs a Mac with torch built for it")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        accelerator = getattr(torch, device.type, None)
+        if accelerator is None or not getattr(accelerator, "is_available", lambda: False)():
+            raise DeviceUnavailableError(f"{name} is not available on this machine")
+    return device
 
 
 def pick_dtype(name: str, device: torch.device) -> torch.dtype:

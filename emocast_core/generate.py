@@ -1,20 +1,31 @@
 """`python -m emocast_core generate`: portrait + speech + emotion -> MP4.
 
-This is the edge where files become conditions: it resolves and loads the models, runs the three
-front-ends, streams the pipeline's frames into the video writer (optionally pasted back into the
-full original picture) and muxes the driving audio.
+This is the edge where files become conditions. `make_video` is the whole run, shared by the
+command line and Python callers: it checks every input (`validation`), looks for the face with the
+small face models, and only then loads the big models and calls `generate_video`, which runs the
+three front-ends, streams the pipeline's frames into the video writer (optionally pasted back into
+the full original picture) and muxes the driving audio.
 """
 from __future__ import annotations
 
 import argparse
-import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-
 from .guidance import GuidanceConfig
 from .pipeline import EmoCASTPipeline, EmotionConditions, GenerationConfig, ProgressEvent, ReferenceConditions
+from .validation import (
+    SILENCE_WARNING,
+    CheckedRequest,
+    InputError,
+    SamplingSettings,
+    check_device,
+    check_request,
+    check_sampling,
+    find_face,
+)
 
 OUTPUT_AUDIO_RATE = 48000  # the muxed track is decoded again at this rate, not the 16 kHz model input
 
@@ -24,7 +35,8 @@ class GenerateRequest:
     image: Path
     audio: Path
     out: Path
-    emotion: Optional[str] = None  # free text or a preset name
+    emotion: Optional[str] = None  # free text (a preset name works too)
+    preset: Optional[str] = None  # one of conditioning.emotion_presets.EMOTION_PRESETS, checked
     intensity: float = 1.0
     emotion_schedule: Optional[str] = None  # keyframe text, see conditioning.emotion_schedule
     fps: int = 25
@@ -36,25 +48,14 @@ class GenerateRequest:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
 
 
-def read_image(path: Path):
-    """A PIL image, upright as the camera meant it (EXIF orientation applied)."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            return ImageOps.exif_transpose(image).copy()
-    except UnidentifiedImageError:
-        raise ValueError(f"{path}: not an image file Pillow can read") from None
-
-
-def emotion_conditions(text_encoder, request: GenerateRequest, num_frames: int) -> EmotionConditions:
+def emotion_conditions(text_encoder, request: GenerateRequest, num_frames: int, keyframes=None) -> EmotionConditions:
     from .conditioning.emotion import emotion_embedding, schedule_embeddings
 
     uncond = text_encoder.unconditional()
     if request.emotion_schedule:
-        tokens = schedule_embeddings(text_encoder, request.emotion_schedule, num_frames, request.fps)
+        tokens = schedule_embeddings(text_encoder, keyframes or request.emotion_schedule, num_frames, request.fps)
     else:
-        tokens = emotion_embedding(text_encoder, request.emotion or "neutral", request.intensity)
+        tokens = emotion_embedding(text_encoder, request.preset or request.emotion or "neutral", request.intensity)
     return EmotionConditions(tokens, uncond)
 
 
@@ -63,22 +64,36 @@ def generate_video(
     request: GenerateRequest,
     progress: Optional[Callable[[ProgressEvent], None]] = None,
     should_cancel: Optional[Callable[[], bool]] = None,
+    *,
+    checked: Optional[CheckedRequest] = None,
+    reference=None,
 ) -> Path:
-    """Make `request.out`. The file appears only when the whole video is written."""
+    """Make `request.out` with loaded `models`. The file appears only when the whole video is written.
+
+    `checked` and `reference` are what `validation.check_request` and `validation.find_face` gave
+    for this request (`make_video` passes them so nothing is decoded twice); by default they are
+    computed here, before any generation work.
+
+    Raises:
+        InputError: a bad input, before anything is generated.
+    """
     from .conditioning.audio import load_audio
     from .conditioning.crop import paste_back
-    from .conditioning.face import prepare_reference
     from .scheduling import make_scheduler
     from .video import VideoWriter
 
-    prepared = prepare_reference(
-        read_image(request.image), models.face_analyzer, size=request.size, face_index=request.face_index, on_no_face=request.on_no_face
-    )
-    speech = load_audio(request.audio)
-    if models.vocal_separator is not None:
+    checked = checked or check_request(request)
+    prepared = reference or find_face(checked.image, models.face_analyzer, size=request.size,
+                                      face_index=request.face_index, on_no_face=request.on_no_face)
+    speech, silent = checked.audio.speech, checked.audio.silent
+    if silent:
+        warnings.warn(SILENCE_WARNING, stacklevel=2)
+    elif models.vocal_separator is not None:
         speech = models.vocal_separator.separate(speech)
-    features = models.audio_encoder.encode(speech, fps=request.fps, clip_length=request.generation.clip_length)
-    emotion = emotion_conditions(models.text_encoder, request, features.num_frames)
+    # Silence is encoded as it is: the model was trained with pauses in speech and keeps the mouth shut.
+    features = models.audio_encoder.encode(speech, fps=request.fps, clip_length=request.generation.clip_length,
+                                           allow_silence=silent)
+    emotion = emotion_conditions(models.text_encoder, request, features.num_frames, checked.keyframes)
 
     scheduler = make_scheduler(request.generation.sampler)
     pipeline = EmoCASTPipeline(models.net, models.vae, scheduler)
@@ -92,37 +107,121 @@ def generate_video(
         progress=progress,
         should_cancel=should_cancel,
     )
-    with VideoWriter(request.out, request.fps, audio=(soundtrack.waveform, soundtrack.sample_rate)) as writer:
-        for chunk in frames:
-            if request.paste_back and prepared.crop is not None:
-                chunk = paste_back(chunk, prepared.crop, prepared.source_image)
-            writer.write(chunk)
-    return Path(request.out)
+    out = Path(request.out).expanduser()
+    created_folders = _make_folders(out.parent)
+    try:
+        with VideoWriter(out, request.fps, audio=(soundtrack.waveform, soundtrack.sample_rate)) as writer:
+            for chunk in frames:
+                if request.paste_back and prepared.crop is not None:
+                    chunk = paste_back(chunk, prepared.crop, prepared.source_image)
+                writer.write(chunk)
+    except BaseException:
+        _remove_empty_folders(created_folders)
+        raise
+    return out
+
+
+def make_video(
+    request: GenerateRequest,
+    *,
+    models_dir: Optional[Path] = None,
+    demo=None,
+    device: str = "auto",
+    dtype: str = "auto",
+    progress: Optional[Callable[[ProgressEvent], None]] = None,
+    should_cancel: Optional[Callable[[], bool]] = None,
+) -> Path:
+    """The whole run: check every input, find the face, load the models, generate.
+
+    Args:
+        request: what to make.
+        models_dir: the models folder (ComfyUI's `models/` or the same layout); not used with `demo`.
+        demo: a `demo.bundle.DemoBundle` to use the embedded synthetic demo model instead.
+        device, dtype: names as on the command line (`auto`, `cpu`, `cuda:1`, ...; `auto`, `fp16`, ...).
+
+    Raises:
+        InputError: a bad input, found before any model is loaded (the face check runs the face
+            models only).
+        MissingModelFilesError: model files are missing (every one named).
+    """
+    from .model_files import resolve_model_paths
+
+    torch_device, torch_dtype = check_device(device, dtype)
+    if demo is None and models_dir is None:
+        raise InputError("models", "no models folder given", "pass {@models} (or use the demo model)")
+    if demo is not None and request.separate_vocals:
+        raise InputError("separate_vocals", "{@separate_vocals} is not available with the demo model")
+    checked = check_request(request)
+    if demo is not None:
+        from .demo.bundle import load_demo_models
+        from .demo.face import demo_face_analyzer
+
+        analyzer = demo_face_analyzer()
+    else:
+        from .loading import load_face_analyzer, load_models
+
+        require = ["checkpoint", "vae", "text_encoder", "audio_encoder", "face"]
+        if request.separate_vocals:
+            require.append("vocal_separator")
+        paths = resolve_model_paths(models_dir, require=require)
+        analyzer = load_face_analyzer(paths)
+    reference = find_face(checked.image, analyzer, size=request.size, face_index=request.face_index,
+                          on_no_face=request.on_no_face)
+    if demo is not None:
+        models = load_demo_models(demo, device=torch_device, dtype=torch_dtype, face_analyzer=analyzer)
+    else:
+        models = load_models(paths, device=torch_device, dtype=torch_dtype,
+                             with_vocal_separator=request.separate_vocals, face_analyzer=analyzer)
+    return generate_video(models, request, progress, should_cancel, checked=checked, reference=reference)
+
+
+def _make_folders(folder: Path) -> list[Path]:
+    """Create `folder` and its missing parents; returns those it created, outermost first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        path.mkdir()
+    return list(reversed(missing))
+
+
+def _remove_empty_folders(created: list[Path]) -> None:
+    """Undo `_make_folders` after a failed run, so nothing is left behind."""
+    for path in reversed(created):
+        try:
+            path.rmdir()
+        except OSError:
+            break  # something else was put there meanwhile: leave it
 
 
 # --- command line -------------------------------------------------------------------------------
 
 
 def add_generate_command(subparsers) -> None:
+    from .conditioning.emotion_presets import EMOTION_PRESETS
     from .scheduling import SCHEDULER_NAMES
 
     parser = subparsers.add_parser(
         "generate",
         help="make a talking-portrait video from a portrait, a speech file and an emotion",
-        description="Animate PORTRAIT so that it speaks SPEECH with the given emotion, and write an MP4 with the speech as its sound track.",
+        description="Animate PORTRAIT so that it speaks SPEECH with the given emotion, and write an MP4 with the speech as "
+                    "its sound track. Every input is checked before any model is loaded.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    # Paths stay strings until validation reads them: Path() would turn "https://x" into "https:/x".
     io = parser.add_argument_group("inputs and output")
-    io.add_argument("--image", type=Path, help="portrait image (any size; the face is found and cropped); with --demo: the sample portrait")
-    io.add_argument("--audio", type=Path, help="speech: wav, mp3, flac, m4a, ogg, or a video's sound track; with --demo: the sample speech")
-    io.add_argument("--out", required=True, type=Path, help="the MP4 to write (appears only when complete)")
-    io.add_argument("--models", type=Path, help="models folder (ComfyUI's models/ or the same layout; see README); not used with --demo")
+    io.add_argument("--image", help="portrait image (any size; the face is found and cropped); with --demo: the sample portrait")
+    io.add_argument("--audio", help="speech: wav, mp3, flac, m4a, ogg, or a video's sound track (silence gives a closed "
+                                    "mouth); with --demo: the sample speech")
+    io.add_argument("--out", required=True, help="the MP4 to write (appears only when complete; missing folders are made)")
+    io.add_argument("--models", help="models folder (ComfyUI's models/ or the same layout; see README); not used with --demo")
     io.add_argument("--demo", action="store_true",
                     help="use the embedded synthetic demo model (64 px drawn faces, no downloads), not the released weights")
     emotion = parser.add_argument_group("emotion")
     chosen = emotion.add_mutually_exclusive_group()
     chosen.add_argument("--emotion", help='free-text emotion, e.g. "A person is talking with happy emotion."')
-    chosen.add_argument("--preset", help="one of: neutral, happy, sad, angry, surprised, fearful, disgusted, contempt")
+    chosen.add_argument("--preset", help=f"one of: {', '.join(EMOTION_PRESETS)}")
     chosen.add_argument("--emotion-schedule", help='keyframes "TIME: EMOTION [@INTENSITY]; ...", e.g. "0: neutral; 2.5: happy @0.8"')
     emotion.add_argument("--intensity", type=float, default=1.0, help="0 = neutral, 1 = as described, up to 2 exaggerates")
     sampling = parser.add_argument_group("sampling")
@@ -148,24 +247,36 @@ def add_generate_command(subparsers) -> None:
     machine = parser.add_argument_group("machine")
     machine.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     machine.add_argument("--dtype", default="auto", choices=("auto", "fp16", "bf16", "fp32"), help="precision")
+    machine.add_argument("--compile", action="store_true",
+                         help="compile the denoising step with torch.compile (faster steps on a GPU; the first clip pays the compile time)")
     parser.set_defaults(handler=run_generate)
 
 
 def request_from_args(args: argparse.Namespace) -> GenerateRequest:
+    """The request the options describe; the sampling numbers are checked first, since the config
+    objects refuse bad ones with messages that name no option."""
+    region_weights = (args.pose_weight, args.face_weight, args.lip_weight)
+    check_sampling(SamplingSettings(
+        steps=args.steps, cfg=args.cfg, audio_cfg=args.audio_cfg, emotion_cfg=args.emotion_cfg,
+        cfg_fraction=args.cfg_fraction, sampler=args.sampler, seed=args.seed, overlap=args.overlap,
+        clip_length=args.clip_length or 16, region_weights=region_weights,
+    ))
     generation = GenerationConfig(
         num_inference_steps=args.steps,
         guidance=GuidanceConfig(scale=args.cfg, audio_scale=args.audio_cfg, emotion_scale=args.emotion_cfg, active_fraction=args.cfg_fraction),
         clip_length=args.clip_length or 16,
         overlap=args.overlap,
-        region_scales=(args.pose_weight, args.face_weight, args.lip_weight),
+        region_scales=region_weights,
         sampler=args.sampler,
         seed=args.seed,
+        compile=args.compile,
     )
     return GenerateRequest(
         image=args.image,
         audio=args.audio,
         out=args.out,
-        emotion=args.emotion or args.preset,
+        emotion=args.emotion,
+        preset=args.preset,
         intensity=args.intensity,
         emotion_schedule=args.emotion_schedule,
         fps=args.fps,
@@ -179,11 +290,8 @@ def request_from_args(args: argparse.Namespace) -> GenerateRequest:
 
 
 def run_generate(args: argparse.Namespace) -> int:
+    """The `generate` command. Bad inputs raise `InputError`, which `cli.main` reports in one line."""
     from tqdm import tqdm
-
-    from .devices import pick_device, pick_dtype
-    from .loading import load_models
-    from .model_files import resolve_model_paths
 
     demo = None
     if args.demo:
@@ -192,41 +300,16 @@ def run_generate(args: argparse.Namespace) -> int:
         # The bundle brings its own sample inputs and the resolution / clip length it was trained at.
         demo = DemoBundle()
         if demo.missing_files():
-            print(f"error: the demo bundle is incomplete; missing: {', '.join(map(str, demo.missing_files()))}", file=sys.stderr)
-            return 2
-        args.image, args.audio = args.image or demo.portrait, args.audio or demo.speech
+            raise InputError("demo", "the demo bundle is incomplete; missing: "
+                             + ", ".join(str(path) for path in demo.missing_files()), "reinstall the package")
+        args.image, args.audio = args.image or str(demo.portrait), args.audio or str(demo.speech)
         args.size, args.clip_length = args.size or demo.size, args.clip_length or demo.clip_length
-    elif args.image is None or args.audio is None or args.models is None:
-        print("error: --image, --audio and --models are required (or use --demo)", file=sys.stderr)
-        return 2
-    for path, what in ((args.image, "portrait"), (args.audio, "speech")):
-        if not path.is_file():
-            print(f"error: {what} file not found: {path}", file=sys.stderr)
-            return 2
-    request = request_from_args(args)
-    device = pick_device(args.device)
-    dtype = pick_dtype(args.dtype, device)
-    if demo is not None:
-        from .demo.bundle import load_demo_models
-
-        if request.separate_vocals:
-            print("error: --separate-vocals is not available with --demo", file=sys.stderr)
-            return 2
-        try:
-            models = load_demo_models(demo, device=device, dtype=dtype)
-        except (FileNotFoundError, ImportError, ValueError) as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
     else:
-        require = ["checkpoint", "vae", "text_encoder", "audio_encoder", "face"]
-        if request.separate_vocals:
-            require.append("vocal_separator")
-        try:
-            paths = resolve_model_paths(args.models, require=require)
-            models = load_models(paths, device=device, dtype=dtype, with_vocal_separator=request.separate_vocals)
-        except (FileNotFoundError, ValueError) as error:  # MissingModelFilesError; CheckpointError is a ValueError
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+        missing = [f"--{name}" for name in ("image", "audio", "models") if getattr(args, name) is None]
+        if missing:
+            raise InputError(missing[0].lstrip("-"), f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
+                             "required", "pass them, or use --demo for the embedded demo model")
+    request = request_from_args(args)
 
     bar = None
 
@@ -238,10 +321,7 @@ def run_generate(args: argparse.Namespace) -> int:
         bar.set_postfix_str(f"clip {event.clip_index + 1}/{event.num_clips}")
 
     try:
-        out = generate_video(models, request, progress=show)
-    except (FileNotFoundError, ValueError) as error:  # no face, unreadable or silent audio, bad schedule...
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        out = make_video(request, models_dir=args.models, demo=demo, device=args.device, dtype=args.dtype, progress=show)
     finally:
         if bar is not None:
             bar.close()

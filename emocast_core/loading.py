@@ -69,28 +69,34 @@ def load_vae(folder: Path, *, device: torch.device, dtype: torch.dtype):
     return vae.to(device).eval()
 
 
+def load_face_analyzer(paths: EmoCASTModelPaths):
+    """The face models alone: small, so a run can look for the face before loading the big ones."""
+    from .conditioning.face import FaceAnalyzer
+
+    return FaceAnalyzer.from_files(
+        detector=paths.face_detector,
+        recognizer=paths.face_recognizer,
+        landmarker=paths.face_landmarker_task or paths.face_landmarks_2d106,
+    ) if paths.face_recognizer is not None else FaceAnalyzer.from_folder(paths.face_detector.parent)
+
+
 def load_models(
     paths: EmoCASTModelPaths,
     *,
     device: torch.device,
     dtype: torch.dtype,
     with_vocal_separator: bool = False,
+    face_analyzer: Optional[object] = None,
 ) -> EmoCASTModels:
     """Every model of a generation run. Encoders that only prepare conditions run in float32 on the
     CPU-friendly path where precision matters more than speed (the text and audio encoders are
     small next to the UNets) and in `dtype` on accelerators."""
     from .conditioning.audio import AudioEncoder
     from .conditioning.emotion import EmotionTextEncoder
-    from .conditioning.face import FaceAnalyzer
 
     encoder_dtype = dtype if device.type != "cpu" else torch.float32
     text_source = paths.text_encoder_weights if paths.text_encoder_config is None else paths.text_encoder_config.parent
-    face_folder = paths.face_detector.parent
-    face_analyzer = FaceAnalyzer.from_files(
-        detector=paths.face_detector,
-        recognizer=paths.face_recognizer,
-        landmarker=paths.face_landmarker_task or paths.face_landmarks_2d106,
-    ) if paths.face_recognizer is not None else FaceAnalyzer.from_folder(face_folder)
+    face_analyzer = face_analyzer or load_face_analyzer(paths)
     separator = None
     if with_vocal_separator:
         if paths.vocal_separator is None:

@@ -2,19 +2,23 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import comfy.model_management as mm
 import torch
 from comfy_api.latest import io
 
 from ..emocast_core.conditioning.audio_decode import load_audio
-from ..emocast_core.conditioning.emotion import (
-    EMOTION_PRESETS,
-    keyframe_embeddings,
-    parse_emotion_schedule,
-)
+from ..emocast_core.conditioning.emotion import EMOTION_PRESETS, keyframe_embeddings
 from ..emocast_core.conditioning.emotion_schedule import EmotionKeyframe
-from ..emocast_core.conditioning.face import prepare_reference
+from ..emocast_core.validation import (
+    NODE_OPTIONS,
+    SILENCE_WARNING,
+    check_emotion,
+    check_speech,
+    find_face,
+    worded_for,
+)
 from .loaders import load_to_device
 from .types import (
     AudioEncoderType,
@@ -65,10 +69,11 @@ class EmoCASTReferenceEncoder(io.ComfyNode):
 
     @classmethod
     def execute(cls, face_analyzer, image, size, face_index, face_expand_ratio, on_no_face, crop_to_face) -> io.NodeOutput:
-        prepared = prepare_reference(
-            image[:1].cpu(), face_analyzer, size=size, face_index=face_index, face_expand_ratio=face_expand_ratio,
-            on_no_face=on_no_face, crop_to_face=crop_to_face,
-        )
+        with worded_for(NODE_OPTIONS):
+            prepared = find_face(
+                image[:1].cpu(), face_analyzer, size=size, face_index=face_index, face_expand_ratio=face_expand_ratio,
+                on_no_face=on_no_face, crop_to_face=crop_to_face,
+            )
         crop = ((prepared.pixel_values.float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).contiguous()
         face_mask = prepared.face_region[:, 0].float().contiguous()
         return io.NodeOutput(prepared, crop, face_mask)
@@ -101,14 +106,29 @@ class EmoCASTEmotionEncode(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, schedule=""):
+        # Only the schedule is checked here, when the prompt is queued (before any model loads); naming no
+        # other input keeps ComfyUI's own checks of those (preset list, intensity range).
+        if not isinstance(schedule, str) or not schedule.strip():
+            return True
+        try:
+            with worded_for(NODE_OPTIONS):
+                check_emotion(schedule=schedule)
+        except ValueError as error:
+            return str(error)
+        return True
+
+    @classmethod
     def execute(cls, text_encoder, preset, text, intensity, schedule="", transition=0.5) -> io.NodeOutput:
-        if schedule and schedule.strip():
-            keyframes = parse_emotion_schedule(schedule)
+        scheduled = bool(schedule and schedule.strip())
+        with worded_for(NODE_OPTIONS):
+            keyframes = check_emotion(text=text if preset == CUSTOM_TEXT and not scheduled else None,
+                                      preset=None if preset == CUSTOM_TEXT or scheduled else preset,
+                                      intensity=intensity, schedule=schedule if scheduled else None)
+        if scheduled:
             description = schedule.strip()
         else:
             emotion = text if preset == CUSTOM_TEXT else preset
-            if not emotion.strip():
-                raise ValueError("EmoCAST Emotion Encode: the emotion text is empty; write a description or pick a preset")
             keyframes = [EmotionKeyframe(time=0.0, prompt=emotion, intensity=float(intensity))]
             description = f"{emotion} @{intensity:g}"
         load_to_device(text_encoder.patcher)
@@ -165,12 +185,16 @@ class EmoCASTAudioFeatures(io.ComfyNode):
         first = int(round(span.start_seconds * sample_rate))
         used_audio = {"waveform": audio["waveform"][:1, :, first:first + span.num_samples].contiguous(),
                       "sample_rate": sample_rate}
-        if separate_vocals and audio_encoder.vocal_separator is not None:
+        with worded_for(NODE_OPTIONS):
+            silent = check_speech(span).silent
+        if silent:
+            logging.warning("EmoCAST Audio Features: %s", SILENCE_WARNING)
+        elif separate_vocals and audio_encoder.vocal_separator is not None:
             span = audio_encoder.vocal_separator.separate(span)
 
         load_to_device(audio_encoder.patcher)
         # The encoder follows its weights wherever the patcher put them.
-        features = audio_encoder.encoder.encode(load_audio(span), fps=fps, clip_length=clip_length)
+        features = audio_encoder.encoder.encode(load_audio(span), fps=fps, clip_length=clip_length, allow_silence=silent)
         features = _to_device(features, mm.intermediate_device())
         result = AudioFeaturesInput(features=features, clip_length=int(clip_length), audio=used_audio)
         return io.NodeOutput(result, used_audio, int(features.num_frames), float(fps))

@@ -17,6 +17,7 @@ from ..emocast_core.pipeline import (
     clip_starts,
 )
 from ..emocast_core.scheduling import SCHEDULER_NAMES, make_scheduler
+from ..emocast_core.validation import NODE_OPTIONS, SamplingSettings, check_sampling, worded_for
 from .loaders import load_to_device
 from .types import AudioFeaturesType, EmoCASTModel, Emotion, Reference
 
@@ -73,8 +74,12 @@ class EmoCASTSampler(io.ComfyNode):
     def execute(cls, model, reference, emotion, audio_features, seed, steps, cfg, solver, overlap, audio_cfg,
                 emotion_cfg, guidance_fraction, pose_weight, face_weight, lip_weight, motion_frames) -> io.NodeOutput:
         clip_length = audio_features.clip_length
-        if overlap >= clip_length:
-            raise ValueError(f"overlap ({overlap}) must be smaller than the clip length ({clip_length})")
+        with worded_for(NODE_OPTIONS):
+            check_sampling(SamplingSettings(
+                steps=steps, cfg=cfg, audio_cfg=audio_cfg or None, emotion_cfg=emotion_cfg or None,
+                cfg_fraction=guidance_fraction, sampler=solver, seed=seed, overlap=overlap, clip_length=clip_length,
+                region_weights=(pose_weight, face_weight, lip_weight),
+            ))
         config = GenerationConfig(
             num_inference_steps=steps,
             guidance=GuidanceConfig(scale=cfg, audio_scale=audio_cfg or None, emotion_scale=emotion_cfg or None,

