@@ -17,7 +17,7 @@ from ..emocast_core.conditioning.emotion import EmotionTextEncoder
 from ..emocast_core.conditioning.face import FaceAnalyzer
 from ..emocast_core.demo.bundle import DemoBundle
 from ..emocast_core.demo.text_encoder import MiniLMEmotionEncoder
-from ..emocast_core.synthetic.analysis import synthetic_face_analyzer
+from ..emocast_core.demo.face import demo_face_analyzer
 from ..emocast_core.devices import DTYPE_NAMES
 from ..emocast_core.loading import checkpoint_config, load_vae
 from . import paths
@@ -246,7 +246,7 @@ class EmoCASTFaceAnalyzerLoader(io.ComfyNode):
     def execute(cls, face_models, onnx_device) -> io.NodeOutput:
         if face_models == paths.DEMO_CHOICE:
             # The demo portraits are drawn: a colour-based analyser, no model files.
-            return io.NodeOutput(synthetic_face_analyzer())
+            return io.NodeOutput(demo_face_analyzer())
         folder = paths.FACE_MODELS.resolve(face_models)
         return io.NodeOutput(FaceAnalyzer.from_folder(folder, providers=onnx_providers(onnx_device)))
 
