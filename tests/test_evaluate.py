@@ -426,6 +426,18 @@ def test_labels_file_json_and_relative_paths(tmp_path):
         evaluate_videos([write_video(tmp_path / "a.mp4", drifting_video(4), FPS)], labels=labels, progress=False)
 
 
+def test_an_unreadable_video_costs_its_row_not_the_run(tmp_path):
+    folder = tmp_path / "generated"
+    write_video(folder / "good.mp4", drifting_video(24, jump_every=8), FPS)
+    (folder / "broken.mp4").write_bytes(b"not a video at all")
+    report = evaluate_videos([folder], settings=EvaluationSettings(clip_length=8), progress=False)
+    rows = {video.path.name: video for video in report.videos}
+    assert rows["good.mp4"].metrics["seam_ratio"] > 10
+    assert rows["broken.mp4"].metrics["seam_ratio"] is None
+    assert rows["broken.mp4"].notes[0].startswith("not evaluated")
+    assert report.summary["seam_ratio"] == pytest.approx(rows["good.mp4"].metrics["seam_ratio"])
+
+
 def test_settings_refuse_bad_clip_layout():
     with pytest.raises(ValueError, match="overlap"):
         EvaluationSettings(clip_length=8, overlap=8)

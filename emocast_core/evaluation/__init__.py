@@ -13,12 +13,12 @@ import importlib
 
 _EXPORTS = {
     "EvaluationSettings": "evaluate", "Evaluator": "evaluate", "MetricWeights": "evaluate",
-    "evaluate_videos": "evaluate", "VideoLabels": "inputs", "collect_videos": "inputs",
+    "evaluate_videos": "evaluate", "plan_evaluation": "evaluate", "VideoPlan": "evaluate", "VideoLabels": "inputs", "collect_videos": "inputs",
     "read_labels_file": "inputs", "METRIC_NAMES": "report", "EvaluationReport": "report", "VideoResult": "report",
 }
 __all__ = [
     "METRIC_NAMES", "EvaluationReport", "EvaluationSettings", "Evaluator", "MetricWeights", "VideoLabels",
-    "VideoResult", "collect_videos", "evaluate_videos", "read_labels_file",
+    "VideoPlan", "VideoResult", "collect_videos", "evaluate_videos", "plan_evaluation", "read_labels_file",
 ]
 
 

@@ -148,39 +148,33 @@ class Evaluator:
 
     def evaluate(self, videos: Iterable[str | Path], labels: Mapping[str, VideoLabels] | None = None,
                  ground_truth_folder: str | Path | None = None, progress: bool = True) -> EvaluationReport:
+        return self.run(plan_evaluation(videos, labels, ground_truth_folder), progress)
+
+    def run(self, plans: list[VideoPlan], progress: bool = True) -> EvaluationReport:
         from tqdm import tqdm
-
-        from .emotion import requested_emotion
-
-        paths = collect_videos(videos)
-        labels = labels or {}
-        # Resolve and check every per-video input before decoding anything.
-        plans = []
-        for path in paths:
-            label = labels_for(path, labels)
-            truth = label.ground_truth
-            if truth is None and ground_truth_folder is not None:
-                truth = ground_truth_in_folder(path, Path(ground_truth_folder))
-            for kind, file in (("ground truth", truth), ("reference portrait", label.reference)):
-                if file is not None and not Path(file).is_file():
-                    raise FileNotFoundError(f"{path.name}: {kind} {file} does not exist")
-            plans.append((path, label, truth, requested_emotion(label.emotion, label.prompt)))
 
         pooled = {"fid": ([], []), "fvd": ([], [])}
         results = []
-        for path, label, truth, emotion in tqdm(plans, desc="evaluating", unit="video", disable=not progress,
-                                                file=sys.stderr):
-            results.append(self._evaluate_one(path, label, truth, emotion, pooled))
+        for plan in tqdm(plans, desc="evaluating", unit="video", disable=not progress, file=sys.stderr):
+            try:
+                results.append(self._evaluate_one(plan, pooled))
+            except (OSError, ValueError) as error:  # an unreadable file costs its row, not the run
+                result = VideoResult(plan.path)
+                result.notes.append(f"not evaluated: {error}")
+                results.append(result)
         summary = self._summary(results, pooled)
         return EvaluationReport(results, summary, self._report_notes(results, summary))
 
     # -- one video ---------------------------------------------------------------------------------
 
-    def _evaluate_one(self, path: Path, label: VideoLabels, truth: Path | None, emotion: str | None,
-                      pooled: dict) -> VideoResult:
-        settings = self.settings
-        result = VideoResult(path)
-        video = read_evaluated_video(path, settings.fps)
+    def _evaluate_one(self, plan: VideoPlan, pooled: dict) -> VideoResult:
+        settings, label = self.settings, plan.labels
+        result = VideoResult(plan.path)
+        video = read_evaluated_video(plan.path, settings.fps)
+        # Read the ground truth up front too, so a bad file fails the row before any feature is pooled.
+        truth_frames = None
+        if plan.ground_truth is not None and (self.inception is not None or self.i3d is not None):
+            truth_frames = read_evaluated_video(plan.ground_truth, settings.fps, with_audio=False).frames
         frames = video.frames
         result.metrics["seam_ratio"] = temporal.seam_ratio(frames, settings.clip_length, settings.overlap)
 
@@ -213,12 +207,11 @@ class Evaluator:
                 if note:
                     result.notes.append(f"identity: {note}")
         if self.emotion_classifier is not None:
-            self._emotion(frames, sampled, boxes, emotion, result)
-        if truth is None:
-            if self.inception is not None or self.i3d is not None:
-                result.notes.append("no ground-truth video: FID/FVD skipped")
+            self._emotion(frames, sampled, boxes, plan.emotion, result)
+        if truth_frames is not None:
+            self._frechet(frames, truth_frames, result, pooled)
         elif self.inception is not None or self.i3d is not None:
-            self._frechet(frames, truth, result, pooled)
+            result.notes.append("no ground-truth video: FID/FVD skipped")
         return result
 
     def _sync(self, video: EvaluatedVideo, boxes, result: VideoResult) -> None:
@@ -247,13 +240,12 @@ class Evaluator:
         result.details["requested_emotion"], result.details["predicted_emotion"] = emotion, predicted
         result.metrics["emotion_accuracy"] = float(predicted == emotion)
 
-    def _frechet(self, frames: np.ndarray, truth: Path, result: VideoResult, pooled: dict) -> None:
+    def _frechet(self, frames: np.ndarray, truth_frames: np.ndarray, result: VideoResult, pooled: dict) -> None:
         """Features of the video and its ground truth, pooled for the set-level FID and FVD: a
         2048-d covariance from one video's frames (or a 400-d one from its few clips) is rank-poor,
         so per-video values would mislead and are left out."""
         from .frechet import video_clips
 
-        truth_frames = read_evaluated_video(truth, self.settings.fps, with_audio=False).frames
         if self.inception is not None:
             limit = self.settings.fid_frames
             generated = self.inception(frames[:limit] if limit else frames)
@@ -302,11 +294,45 @@ class Evaluator:
         return notes
 
 
+@dataclass(frozen=True)
+class VideoPlan:
+    """One video to evaluate with what it was made for: its labels, its ground truth (resolved from
+    the labels or the ground-truth folder) and the requested emotion (a preset name)."""
+
+    path: Path
+    labels: VideoLabels
+    ground_truth: Path | None
+    emotion: str | None
+
+
+def plan_evaluation(videos: Iterable[str | Path], labels: Mapping[str, VideoLabels] | None = None,
+                    ground_truth_folder: str | Path | None = None) -> list[VideoPlan]:
+    """Resolve and check every per-video input (files exist, emotion labels known); decodes nothing."""
+    from .emotion import requested_emotion
+
+    labels = labels or {}
+    plans = []
+    for path in collect_videos(videos):
+        label = labels_for(path, labels)
+        truth = label.ground_truth
+        if truth is None and ground_truth_folder is not None:
+            truth = ground_truth_in_folder(path, Path(ground_truth_folder))
+        for kind, file in (("ground truth", truth), ("reference portrait", label.reference)):
+            if file is not None and not Path(file).is_file():
+                raise FileNotFoundError(f"{path.name}: {kind} {file} does not exist")
+        plans.append(VideoPlan(path, label, truth, requested_emotion(label.emotion, label.prompt)))
+    return plans
+
+
 def evaluate_videos(videos: Iterable[str | Path], weights: MetricWeights = MetricWeights(),
                     labels: Mapping[str, VideoLabels] | None = None, ground_truth_folder: str | Path | None = None,
                     settings: EvaluationSettings = EvaluationSettings(), progress: bool = True) -> EvaluationReport:
-    """Evaluate generated videos (files or folders); see ``Evaluator`` and ``report.EvaluationReport``."""
-    return Evaluator(weights, settings).evaluate(videos, labels, ground_truth_folder, progress)
+    """Evaluate generated videos (files or folders); see ``Evaluator`` and ``report.EvaluationReport``.
+
+    The inputs are checked first, then the weight files, and only then are networks loaded.
+    """
+    plans = plan_evaluation(videos, labels, ground_truth_folder)
+    return Evaluator(weights, settings).run(plans, progress)
 
 
 def _sampled(num_frames: int, count: int) -> np.ndarray:
