@@ -16,8 +16,8 @@ from ..emocast_core.conditioning.audio import AudioEncoder
 from ..emocast_core.conditioning.emotion import EmotionTextEncoder
 from ..emocast_core.conditioning.face import FaceAnalyzer
 from ..emocast_core.demo.bundle import DemoBundle
-from ..emocast_core.demo.text_encoder import MiniLMEmotionEncoder
 from ..emocast_core.demo.face import demo_face_analyzer
+from ..emocast_core.demo.text_encoder import MiniLMEmotionEncoder
 from ..emocast_core.devices import DTYPE_NAMES
 from ..emocast_core.loading import checkpoint_config, load_vae
 from . import paths

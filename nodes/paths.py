@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import folder_paths
 
@@ -105,19 +105,17 @@ class _Folder:
 
 def _walk(key: str) -> Iterator[_Folder]:
     """The folders under every registered folder of ``key``, at most `MAX_DEPTH` levels down, never
-    entering one whose real path leaves the key's registered folders (so a link to ``/`` is not walked)."""
+    entering one whose real path leaves the key's registered folders (so a link to ``/`` is not walked).
+    The depth limit also ends link loops; a folder reached by two links inside is listed under both names."""
     real_roots = _real_roots((key,))
     for root in folder_roots(key):
         if not root.is_dir():
             continue
-        seen: set[str] = set()
         stack = [(root, key, 0)]
         while stack:
             folder, label, depth = stack.pop()
-            real = _real(folder)
-            if real in seen or not _inside(real, real_roots):
+            if not _inside(_real(folder), real_roots):
                 continue
-            seen.add(real)
             try:
                 entries = sorted(folder.iterdir(), reverse=True)
             except OSError:

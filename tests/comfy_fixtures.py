@@ -159,7 +159,8 @@ def comfyui_dir_or_skip(modules: tuple[str, ...] = ("diffusers", "transformers",
     python = root / "venv" / "bin" / "python"
     if not (root / "ComfyUI" / "main.py").is_file() or not python.is_file():
         pytest.skip(f"COMFYUI_DIR={root} lacks ComfyUI/main.py or venv/bin/python")
-    probe = subprocess.run([str(python), "-c", f"import {', '.join(modules)}"], capture_output=True, text=True)
+    probe = subprocess.run([str(python), "-c", f"import {', '.join(modules)}"], capture_output=True, text=True,
+                           check=False)
     if probe.returncode != 0:
         pytest.skip(f"the EmoCAST requirements are not installed in {root / 'venv'}")
     return root

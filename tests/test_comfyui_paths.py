@@ -72,7 +72,7 @@ def write_escapes(models: Path, outside: Path, link_to_root: bool = True) -> Non
     (separators / "escape_link.onnx").symlink_to(outside / "decoy.onnx")
 
 
-def write_fake_models(models: Path, extra_vae: Path) -> dict[str, Path]:
+def write_fake_models(models: Path, extra_vae: Path, outside: Path) -> dict[str, Path]:
     """Files with the right names (the listing looks only at names; nothing here is loaded)."""
     def files(folder: Path, *names: str) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
@@ -86,7 +86,11 @@ def write_fake_models(models: Path, extra_vae: Path) -> dict[str, Path]:
     shared = files(extra_vae / "shared-vae", "config.json", "diffusion_pytorch_model.safetensors")
     (models / "vae").mkdir(parents=True, exist_ok=True)
     (models / "vae" / "linked_to_extra").symlink_to(shared, target_is_directory=True)
+    # A text encoder whose "<name>_tokenizer" beside it is a link out: `auto` must not take it.
+    files(models / "text_encoders", "lonely.safetensors")
+    (models / "text_encoders" / "lonely_tokenizer").symlink_to(outside / "decoy", target_is_directory=True)
     return {
+        "text_encoders/lonely.safetensors": models / "text_encoders" / "lonely.safetensors",
         "emocast/net.safetensors": models / "emocast" / "net.safetensors",
         "emocast/linked_inside.safetensors": models / "emocast" / "linked_inside.safetensors",
         "emocast/audio_separator/Kim_Vocal_2.onnx": files(models / "emocast" / "audio_separator") / "Kim_Vocal_2.onnx",
@@ -182,11 +186,11 @@ def _import_comfyui():
         from comfy.cli_args import args
 
         args.cpu = True  # before comfy.model_management picks a device
-        import comfy.model_management  # noqa: F401
-        import comfy.model_patcher  # noqa: F401  (what the loaders import; it needs torchvision)
+        # comfy.model_patcher, which the loaders import, also needs torchvision.
+        for module in ("comfy.model_management", "comfy.model_patcher", "comfy_api.latest"):
+            importlib.import_module(module)
         import folder_paths
-        from comfy_api.latest import io  # noqa: F401
-    except Exception as error:  # ImportError, or a missing ComfyUI dependency
+    except Exception as error:  # noqa: BLE001  (ImportError, or any failure of a missing ComfyUI dependency)
         pytest.skip(f"ComfyUI is not importable here ({type(error).__name__}: {error}); set COMFYUI_DIR and run "
                     "pytest with ComfyUI's Python")
     return folder_paths
@@ -260,7 +264,7 @@ def tree(tmp_path_factory, comfy_folders, nodes):
     root = tmp_path_factory.mktemp("paths")
     models, outside, extra_vae = root / "models", root / "outside_sentinel_area", root / "extra" / "vae"
     write_outside(outside)
-    legit = write_fake_models(models, extra_vae)
+    legit = write_fake_models(models, extra_vae, outside)
     write_escapes(models, outside)
     (root / "output").mkdir()
     saved = {key: comfy_folders.folder_names_and_paths.get(key) for key in KEYS}
@@ -270,7 +274,7 @@ def tree(tmp_path_factory, comfy_folders, nodes):
     comfy_folders.folder_names_and_paths["vae"][0].append(str(extra_vae))
     previous_output = comfy_folders.get_output_directory()
     comfy_folders.set_output_directory(str(root / "output"))
-    yield dict(root=root, models=models, outside=outside, legit=legit)
+    yield {"root": root, "models": models, "outside": outside, "legit": legit}
     comfy_folders.set_output_directory(previous_output)
     for key, value in saved.items():
         if value is None:
@@ -299,7 +303,7 @@ def unreachable_loading(nodes, monkeypatch):
             raise AssertionError(f"model loading code reached: {self.name}.{attribute}")
 
     for name in ("load_emocast_net", "load_vae", "checkpoint_config", "EmotionTextEncoder", "MiniLMEmotionEncoder",
-                 "AudioEncoder", "FaceAnalyzer", "synthetic_face_analyzer"):
+                 "AudioEncoder", "FaceAnalyzer", "demo_face_analyzer"):
         monkeypatch.setattr(loaders, name, Unreachable(name))
 
 
@@ -333,6 +337,13 @@ def test_listed_choices_and_built_in_choices_validate(nodes, tree, paths_module)
     assert nodes["EmoCASTTextEncoderLoader"].validate_inputs(text_encoder=DEMO, tokenizer="comfyui sd1_tokenizer") is True
     assert nodes["EmoCASTAudioEncoderLoader"].validate_inputs(wav2vec2=DEMO, vocal_separator="none") is True
     assert nodes["EmoCASTFaceAnalyzerLoader"].validate_inputs(face_models=DEMO) is True
+
+
+def test_auto_tokenizer_beside_the_encoder_stays_inside(nodes, tree):
+    loaders, text_encoders = sys.modules["emocast_pack.nodes.loaders"], tree["models"] / "text_encoders"
+    assert loaders._tokenizer_beside(text_encoders / "clip_l.safetensors") == text_encoders / "clip_l_tokenizer"
+    # lonely_tokenizer/ leads out: skipped for the next candidate, the shared clip_l_tokenizer/.
+    assert loaders._tokenizer_beside(text_encoders / "lonely.safetensors") == text_encoders / "clip_l_tokenizer"
 
 
 def test_a_missing_model_is_named_with_where_to_put_it(nodes, tree):
