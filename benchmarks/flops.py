@@ -26,7 +26,8 @@ from emocast_core.guidance import (
     assemble_reference,
     encode_motion_frames,
     encode_reference_image,
-    predict_guided,
+    guided_prediction,
+    prepare_clip,
     prepare_video_conditions,
 )
 from emocast_core.models.net import EmoCASTNet
@@ -75,7 +76,12 @@ class ComponentFlops:
     audio_projection: int  # per clip
     denoise_cfg: int  # one guided step: the [uncond; cond] pass (batch 2)
     denoise_cond: int  # one unguided step: the conditional pass alone (batch 1)
-    denoise_separate: int  # one step with separate audio + emotion guidance (batch 2 + 1 + 1)
+    denoise_separate: int  # one step with separate audio + emotion guidance (one batch of 4 rows)
+    # `DenoisingUNet.prepare` of each batch layout, once per clip: text/face and reference keys and
+    # values, the emotive audio attention and its keys/values (the previous structure paid it every step).
+    prepare_cfg: int = 0
+    prepare_cond: int = 0
+    prepare_separate: int = 0
 
 
 def count_components(load: Workload, frames: int = 16, motion: int = 2, device: str = "meta", net=None, vae=None) -> ComponentFlops:
@@ -111,24 +117,25 @@ def count_components(load: Workload, frames: int = 16, motion: int = 2, device: 
     image_features, reference_image = count(encode_reference_image, net, ref_latent, conditions, motion)
     motion_features, reference_motion = count(encode_motion_frames, net, motion_latents, conditions)
     denoiser_reference = assemble_reference(net, image_features, motion_features)
-    if device == "meta":
-        # Which rows attend to the reference is data (a bool mask the attention branches on); keep
-        # it on the CPU so the meta forward can read it. Indexing meta tensors with it is fine.
-        # assemble_reference's rows: [uncond (no reference), cond].
-        denoiser_reference.reference_rows = torch.tensor([False, True])
     audio_tokens, audio_projection = count(net.audioproj, to(windows[:frames])[None])
 
     side = load.latent_size
     latents = torch.zeros(1, load.config.unet.in_channels, frames, side, side, device=device, dtype=dtype)
-    clip_text = emotion.for_frames(0, frames)  # stays on the CPU: predict_guided inspects its values
-    args = (net, latents, 999, conditions, audio_tokens, clip_text, denoiser_reference)
-    _, denoise_cfg = count(predict_guided, *args, GuidanceConfig())
-    _, denoise_cond = count(predict_guided, *args, GuidanceConfig(), guided=False)
-    _, denoise_separate = count(predict_guided, *args, GuidanceConfig(scale=3.5, audio_scale=2.0, emotion_scale=1.5))
+    clip_text = to(emotion.tokens[:1])
+
+    def prepared_and_step(guidance: GuidanceConfig, guided: bool) -> tuple[int, int]:
+        prepared, prepare_flops = count(prepare_clip, net, conditions, clip_text, audio_tokens, denoiser_reference, guidance)
+        _, step_flops = count(guided_prediction, net.denoising_unet, latents, 999, prepared, guided)
+        return prepare_flops, step_flops
+
+    prepare_cfg, denoise_cfg = prepared_and_step(GuidanceConfig(), True)
+    prepare_cond, denoise_cond = prepared_and_step(GuidanceConfig(active_fraction=0.0), False)
+    prepare_separate, denoise_separate = prepared_and_step(GuidanceConfig(scale=3.5, audio_scale=2.0, emotion_scale=1.5), True)
     _, vae_decode_frame = count(lambda z: vae.decode(z).sample, torch.zeros(1, 4, side, side, device=device, dtype=dtype))
     return ComponentFlops(
         frames, motion, video_conditions, locator_one, vae_encode_image, vae_decode_frame, reference_image,
         reference_motion, audio_projection, denoise_cfg, denoise_cond, denoise_separate,
+        prepare_cfg, prepare_cond, prepare_separate,
     )
 
 
@@ -150,14 +157,22 @@ class Setting:
 
 def per_clip_split(c: ComponentFlops, setting: Setting, upstream: bool = False) -> dict[str, int]:
     """FLOPs of one clip by module. Ours: the reference image's ReferenceNet features and the face
-    locator are per video (not included here). Upstream: both are recomputed every clip."""
+    locator are per video (not included here), the denoiser's preparation per clip. Upstream: the
+    first two are recomputed every clip and the preparation's work is done inside every step."""
     guided_pass = c.denoise_separate if setting.separate else c.denoise_cfg
-    denoiser = setting.guided_steps * guided_pass + (setting.steps - setting.guided_steps) * c.denoise_cond
+    guided_prepare = c.prepare_separate if setting.separate else c.prepare_cfg
+    unguided_steps = setting.steps - setting.guided_steps
+    denoiser = setting.guided_steps * guided_pass + unguided_steps * c.denoise_cond
+    prepare = (guided_prepare if setting.guided_steps else 0) + (c.prepare_cond if unguided_steps else 0)
+    if upstream:
+        denoiser += setting.guided_steps * guided_prepare + unguided_steps * c.prepare_cond
+        prepare = 0
     reference = c.reference_motion + (c.reference_image if upstream else 0)
     vae_encode = (c.motion + (1 if upstream else 0)) * c.vae_encode_image
     other = c.audio_projection + (c.frames * c.face_locator_per_frame if upstream else 0)
     return {
         "denoiser": denoiser,
+        "denoiser_prepare": prepare,
         "reference_net": reference,
         "vae_encode": vae_encode,
         "vae_decode": c.frames * c.vae_decode_frame,
@@ -168,8 +183,8 @@ def per_clip_split(c: ComponentFlops, setting: Setting, upstream: bool = False) 
 def per_video_split(c: ComponentFlops, upstream: bool = False) -> dict[str, int]:
     """FLOPs paid once per video."""
     if upstream:
-        return {"denoiser": 0, "reference_net": 0, "vae_encode": 0, "vae_decode": 0, "other": c.video_conditions - c.face_locator_per_frame}
-    return {"denoiser": 0, "reference_net": c.reference_image, "vae_encode": c.vae_encode_image, "vae_decode": 0, "other": c.video_conditions}
+        return {"denoiser": 0, "denoiser_prepare": 0, "reference_net": 0, "vae_encode": 0, "vae_decode": 0, "other": c.video_conditions - c.face_locator_per_frame}
+    return {"denoiser": 0, "denoiser_prepare": 0, "reference_net": c.reference_image, "vae_encode": c.vae_encode_image, "vae_decode": 0, "other": c.video_conditions}
 
 
 def video_split(c: ComponentFlops, setting: Setting, num_frames: int, upstream: bool = False) -> dict[str, int]:

@@ -3,6 +3,10 @@
     python benchmarks/run.py                       # tiny config on the CPU, all sections
     python benchmarks/run.py --device cuda --config sd15
     python benchmarks/run.py --quick               # fewer repeats / steps: a smoke run
+    python benchmarks/run.py full-size             # the released size for real: 1 step, 2 frames, 512x512, fp32 vs bf16
+    python benchmarks/run.py full-size --device cuda   # ... and the GPU benchmark (s per s of video, peak VRAM)
+    python benchmarks/run.py step                  # the denoising step vs the previous structure, side by side
+    python benchmarks/run.py solvers               # PSNR vs DDIM 40 of cheaper solver settings (first clip)
 
 Sections (`--sections timing,memory,flops`):
 
@@ -11,6 +15,8 @@ Sections (`--sections timing,memory,flops`):
           medians and their ratios to the upstream default (DDIM 40 steps, joint guidance).
 * memory  peak host memory (and peak CUDA memory) while generating 5 s / 20 s / 60 s of video at
           25 fps and streaming it to an MP4 with `VideoWriter`; each length in a fresh subprocess.
+          The audio windows are given (the fixture's, repeated); memory with the audio front-end
+          (decoding, wav2vec2) is measured by benchmarks/audio_memory.py, whose section is kept.
 * flops   FLOPs per generated frame at full size (SD1.5 shapes, 512x512, 16-frame clips, 2 motion
           frames, CFG batch 2) by module, counted with FlopCounterMode on the meta device.
 
@@ -37,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
+from audio_memory import saved_section  # noqa: E402
 from workload import REPO_ROOT, load_models, make_inputs, workload  # noqa: E402
 
 from emocast_core.guidance import GuidanceConfig  # noqa: E402
@@ -397,7 +404,8 @@ def report(args, results) -> str:
             + ("it is reset after loading (`/proc/self/clear_refs`), so the later columns show the peak during generation. "
                if reset else "it could not be reset after loading here, so loading is included in every column. ")
             + "ffmpeg is a child process; its own peak RSS (VmHWM, sampled after each clip) is reported separately. The step count does "
-            "not change memory, only run time.",
+            "not change memory, only run time. The audio windows are given here (the fixture's, repeated to the length): "
+            "section 2b measures the audio front-end too.",
             "",
             table(headers, rows),
             "",
@@ -417,8 +425,13 @@ def report(args, results) -> str:
                 "investigated further (allocator state is the likely cause, no frames are retained).",
                 "",
             ]
+    # Section 2b is written by benchmarks/audio_memory.py (a run of its own); rewriting this page keeps it.
+    audio_memory = saved_section(Path(args.output)) if getattr(args, "output", "") else None
+    if audio_memory:
+        parts += [audio_memory, ""]
     if "flops" in results:
         parts += flops_report(results["flops"])
+    parts += extra_sections()
     parts += [
         "## Caveats",
         "",
@@ -436,6 +449,23 @@ def report(args, results) -> str:
     return "\n".join(parts)
 
 
+def extra_sections() -> list[str]:
+    """Sections of the separate sub-commands (`full-size`, `step`, `solvers`), from their saved results."""
+    from full_size import full_size_report
+    from solver_quality import solver_report
+    from step_compare import step_report
+
+    folder = REPO_ROOT / "benchmarks"
+    parts = []
+    full_size = {path.stem: json.loads(path.read_text()) for path in sorted(folder.glob("full_size_*.json"))}
+    if full_size:
+        parts.append(full_size_report(full_size))
+    for name, render in (("step_results.json", step_report), ("solver_results.json", solver_report)):
+        if (folder / name).is_file():
+            parts.append(render(json.loads((folder / name).read_text())))
+    return parts
+
+
 def flops_report(flops) -> list[str]:
     parts = []
     if "sd15" not in flops:
@@ -443,12 +473,12 @@ def flops_report(flops) -> list[str]:
     entry = flops["sd15"]
     c = entry["components"]
     frames = c["frames"]
-    modules = ["denoiser", "reference_net", "vae_encode", "vae_decode", "other"]
+    modules = ["denoiser", "denoiser_prepare", "reference_net", "vae_encode", "vae_decode", "other"]
     rows = []
     for s in entry["settings"]:
         ours, upstream = s["per_clip"], s["per_clip_upstream_structure"]
         total = sum(ours.values())
-        rows.append([s["label"]] + [f"{ours[m] / frames / 1e12:.2f}" for m in modules]
+        rows.append([s["label"]] + [f"{ours.get(m, 0) / frames / 1e12:.2f}" for m in modules]
                     + [f"**{total / frames / 1e12:.1f}**", f"{sum(upstream.values()) / frames / 1e12:.1f}",
                        f"{(sum(upstream.values()) - total) / sum(upstream.values()) * 100:.2f}%"])
     base_total = sum(entry["settings"][0]["per_clip"].values())
@@ -468,7 +498,7 @@ def flops_report(flops) -> list[str]:
         "",
         "TFLOPs per generated frame, long-video limit (per-clip work / 16; the once-per-video work is listed below):",
         "",
-        table(["setting", "denoiser", "reference net", "VAE encode", "VAE decode", "other", "total (ours)",
+        table(["setting", "denoiser steps", "denoiser prepare (per clip)", "reference net", "VAE encode", "VAE decode", "other", "total (ours)",
                "total, upstream structure", "saved"], rows),
         "",
         table(["setting", "FLOPs ratio to ddim@40 joint"], ratio_rows),
@@ -478,7 +508,9 @@ def flops_report(flops) -> list[str]:
         table(["component", "FLOPs"], [
             ["denoiser, one guided step ([uncond; cond], batch 2 x 16 frames)", human(c["denoise_cfg"])],
             ["denoiser, one unguided step (cond only, batch 1)", human(c["denoise_cond"])],
-            ["denoiser, one step with separate audio + emotion guidance (2 + 1 + 1)", human(c["denoise_separate"])],
+            ["denoiser, one step with separate audio + emotion guidance (one batch of 4 rows)", human(c["denoise_separate"])],
+            ["denoiser prepare, joint guidance batch (once per clip)", human(c.get("prepare_cfg", 0))],
+            ["denoiser prepare, separate guidance batch (once per clip)", human(c.get("prepare_separate", 0))],
             ["ReferenceNet, reference image (2 guidance rows)", human(c["reference_image"])],
             ["ReferenceNet, 2 motion frames (2 guidance rows)", human(c["reference_motion"])],
             ["VAE encode, one 512x512 image", human(c["vae_encode_image"])],
@@ -547,6 +579,21 @@ def parse_args(argv):
 
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "full-size":
+        from full_size import main as full_size
+
+        full_size(argv[1:])
+        return
+    if argv and argv[0] == "step":
+        from step_compare import main as step_compare
+
+        step_compare(argv[1:])
+        return
+    if argv and argv[0] == "solvers":
+        from solver_quality import main as solver_quality
+
+        solver_quality(argv[1:])
+        return
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.memory_child:

@@ -98,6 +98,36 @@ class GenerationConfig:
             raise ValueError("num_inference_steps must be at least 1")
 
 
+@dataclass(frozen=True)
+class SamplingPreset:
+    """A named solver / step count / guidance combination (see docs/benchmarks.md for how the
+    faster ones compare with upstream's DDIM 40)."""
+
+    sampler: str
+    num_inference_steps: int
+    guidance: GuidanceConfig
+    description: str
+
+
+SAMPLING_PRESETS: dict[str, SamplingPreset] = {
+    "upstream": SamplingPreset("ddim", 40, GuidanceConfig(), "DDIM 40 steps, joint guidance 3.5 on every step (80 denoiser rows)"),
+    "fast": SamplingPreset(
+        "dpmpp_3m", 16, GuidanceConfig(active_fraction=0.6),
+        "3rd-order DPM-Solver++ 16 steps, guidance on the first 60% (26 denoiser rows, a third of upstream's)",
+    ),
+}
+
+
+def generation_config_from_preset(name: str, **changes) -> GenerationConfig:
+    """A `GenerationConfig` with a preset's solver, steps and guidance; `changes` set other fields."""
+    if name not in SAMPLING_PRESETS:
+        raise ValueError(f"unknown sampling preset {name!r}; choose one of {', '.join(SAMPLING_PRESETS)}")
+    preset = SAMPLING_PRESETS[name]
+    return GenerationConfig(
+        num_inference_steps=preset.num_inference_steps, guidance=preset.guidance, sampler=preset.sampler, **changes
+    )
+
+
 @dataclass
 class ProgressEvent:
     """Reported after every denoising step. `latents` is the clip's current latents (no copy);

@@ -26,7 +26,7 @@ from typing import Any
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler, UniPCMultistepScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-SCHEDULER_NAMES: tuple[str, ...] = ("ddim", "dpmpp_2m", "unipc", "euler")
+SCHEDULER_NAMES: tuple[str, ...] = ("ddim", "dpmpp_2m", "dpmpp_3m", "unipc", "unipc_3", "euler")
 
 # configs/inference/default.yaml `noise_scheduler_kwargs` of the official code.
 UPSTREAM_NOISE_SCHEDULE: dict[str, Any] = {
@@ -44,35 +44,35 @@ UPSTREAM_NOISE_SCHEDULE: dict[str, Any] = {
     "steps_offset": 1,
 }
 
+_DPMPP = {
+    "algorithm_type": "dpmsolver++",
+    "solver_order": 2,
+    "solver_type": "midpoint",
+    # Karras / exponential sigma spacings are built from sigma_min..sigma_max; with zero SNR
+    # sigma_max is the artificial 4096 and the spacing would waste most steps near it.
+    "use_karras_sigmas": False,
+    # Finish on a clean sample (sigma 0) like DDIM, with a lower-order last step: the high-order
+    # update is unstable over the few last, widely spaced steps.
+    "final_sigmas_type": "zero",
+    "lower_order_final": True,
+}
+_UNIPC = {
+    "solver_order": 2,
+    "solver_type": "bh2",
+    "predict_x0": True,
+    "use_karras_sigmas": False,
+    "final_sigmas_type": "zero",
+    "lower_order_final": True,
+}
+
 _SOLVER_SETTINGS: dict[str, tuple[type[SchedulerMixin], dict[str, Any]]] = {
     # Upstream's sampler. eta is an argument of `step` (default 0.0 = deterministic DDIM).
     "ddim": (DDIMScheduler, {"clip_sample": False, "set_alpha_to_one": True}),
-    "dpmpp_2m": (
-        DPMSolverMultistepScheduler,
-        {
-            "algorithm_type": "dpmsolver++",
-            "solver_order": 2,
-            "solver_type": "midpoint",
-            # Karras / exponential sigma spacings are built from sigma_min..sigma_max; with zero SNR
-            # sigma_max is the artificial 4096 and the spacing would waste most steps near it.
-            "use_karras_sigmas": False,
-            # Finish on a clean sample (sigma 0) like DDIM, with a first-order last step: the
-            # second-order update is unstable over the few last, widely spaced steps.
-            "final_sigmas_type": "zero",
-            "lower_order_final": True,
-        },
-    ),
-    "unipc": (
-        UniPCMultistepScheduler,
-        {
-            "solver_order": 2,
-            "solver_type": "bh2",
-            "predict_x0": True,
-            "use_karras_sigmas": False,
-            "final_sigmas_type": "zero",
-            "lower_order_final": True,
-        },
-    ),
+    "dpmpp_2m": (DPMSolverMultistepScheduler, _DPMPP),
+    # Third order: each step extrapolates from the last three predictions (fewer steps, same cost per step).
+    "dpmpp_3m": (DPMSolverMultistepScheduler, {**_DPMPP, "solver_order": 3}),
+    "unipc": (UniPCMultistepScheduler, _UNIPC),
+    "unipc_3": (UniPCMultistepScheduler, {**_UNIPC, "solver_order": 3}),
     # Euler works on sigma-scaled latents: the loop must multiply the first noise by
     # `init_noise_sigma` and feed `scale_model_input(...)` to the model (see the module docstring).
     "euler": (
