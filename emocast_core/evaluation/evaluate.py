@@ -275,7 +275,7 @@ class Evaluator:
                 real, generated = pooled[name]
                 summary[name] = frechet_distance(torch.cat(real), torch.cat(generated)) if real else None
         offsets = [r.details["sync_offset"] for r in results if r.details["sync_offset"] is not None]
-        summary["sync_offset"] = float(np.mean(np.abs(offsets))) if offsets else None  # mean |offset|
+        summary["mean_abs_sync_offset"] = float(np.mean(np.abs(offsets))) if offsets else None
         confusion: dict = {}
         for r in results:
             requested, predicted = r.details["requested_emotion"], r.details["predicted_emotion"]

@@ -54,7 +54,7 @@ class EvaluationReport:
         return write_atomically(path, json.dumps(_finite(self.to_dict()), indent=2) + "\n")
 
     def write_csv(self, path: str | Path) -> Path:
-        """One row per video, then a row ``ALL`` with the summary."""
+        """One row per video, then a row ``ALL`` with the summary (its ``sync_offset`` is the mean |offset|)."""
         columns = ["path", *METRIC_NAMES, *DETAIL_NAMES]
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
@@ -62,7 +62,8 @@ class EvaluationReport:
         for video in self.videos:
             row = video.to_dict()
             writer.writerow([_cell(row.get(column)) for column in columns])
-        writer.writerow([SUMMARY_ROW] + [_cell(self.summary.get(column)) for column in columns[1:]])
+        summary = {**self.summary, "sync_offset": self.summary.get("mean_abs_sync_offset")}
+        writer.writerow([SUMMARY_ROW] + [_cell(summary.get(column)) for column in columns[1:]])
         return write_atomically(path, buffer.getvalue())
 
     def format_table(self) -> str:
