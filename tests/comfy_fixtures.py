@@ -251,3 +251,20 @@ def comfyui_server(comfy_dir: Path, root: Path, repo: Path, start_timeout: float
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+# --- the SD portrait workflow (emocast_sd_portrait_upscale) on tiny weights ------------------------------
+# Its first half needs an SD1.5 checkpoint in the server's ``checkpoints`` folder, as written by
+# ``sd15_fixture.write_tiny_sd15_checkpoint(<root>/models/checkpoints/SD15_CHECKPOINT)``.
+
+SD15_CHECKPOINT = "tiny_sd15.safetensors"
+
+# Applied after TINY_OVERRIDES. The portrait stays 512 x 512: that is the image size the tiny face
+# detector (`face_fixtures.write_antelopev2`) is built for. One sampling step makes some portrait; the
+# upscale goes to a small size so the video is quick to encode (and its size shows that ImageScale ran).
+SD_PORTRAIT_OVERRIDES = {
+    "CheckpointLoaderSimple": {"ckpt_name": SD15_CHECKPOINT},
+    "EmptyLatentImage": {"width": 512, "height": 512, "batch_size": 1},
+    "KSampler": {"steps": 1},
+    "ImageScale": {"width": 160, "height": 160},
+}
