@@ -76,4 +76,9 @@ def test_blend_keeps_dtype_and_is_exact_at_the_ends():
     target = torch.randn(1, 77, 8, dtype=torch.float16)
     assert torch.equal(blend_emotion(neutral, target, 1.0), target)
     assert torch.equal(blend_emotion(neutral, target, 0.0), neutral)
-    assert blend_emotion(neutral, target, 0.3).dtype == torch.float16
+    between = blend_emotion(neutral, target, 0.3)
+    assert between.dtype == torch.float16
+    # Blended in float32 and rounded once to float16: within one float16 rounding of the exact value.
+    exact = neutral.double() + 0.3 * (target.double() - neutral.double())
+    torch.testing.assert_close(between.double(), exact, rtol=2**-10, atol=2**-14)
+    assert not torch.equal(between, neutral) and not torch.equal(between, target)

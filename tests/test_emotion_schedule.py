@@ -109,6 +109,14 @@ def test_centered_and_hard_transitions():
     assert hard[49, 1] == 0.0 and hard[50, 1] == 1.0
 
 
+def test_cross_fade_follows_a_smoothstep():
+    # One keyframe change at 1 s with a 1 s cross-fade: frame f (at f / 25 s) is x = f / 25 - 1 into it.
+    weights = keyframe_blend_weights([0.0, 1.0], num_frames=51, fps=FPS, transition=1.0)
+    x = torch.arange(25, 51, dtype=torch.float64) / FPS - 1.0
+    torch.testing.assert_close(weights[25:, 1], 3 * x**2 - 2 * x**3, rtol=0, atol=1e-12)
+    assert weights[31, 1] < 0.2  # eases in: a quarter of the way through, well under a quarter
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [dict(num_frames=0), dict(fps=0.0), dict(transition=-1.0), dict(align="middle")],
