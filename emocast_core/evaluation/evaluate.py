@@ -135,14 +135,13 @@ class Evaluator:
         if weights.face_models is not None:
             from .faces import load_face_analyzer
 
-            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.type == "cuda" else None
-            self.face_analyzer = load_face_analyzer(weights.face_models, providers)
+            self.face_analyzer = load_face_analyzer(weights.face_models, onnx_providers(device))
         else:
             self.notes["identity_similarity"] = "skipped: no face models (--face-models antelopev2 folder)"
         if weights.emotion_classifier is not None:
             from .emotion import EmotionClassifier
 
-            self.emotion_classifier = EmotionClassifier.from_file(weights.emotion_classifier)
+            self.emotion_classifier = EmotionClassifier.from_file(weights.emotion_classifier, onnx_providers(device))
         else:
             self.notes["emotion_accuracy"] = "skipped: no expression classifier (--emotion-model FILE.onnx)"
 
@@ -333,6 +332,15 @@ def evaluate_videos(videos: Iterable[str | Path], weights: MetricWeights = Metri
     """
     plans = plan_evaluation(videos, labels, ground_truth_folder)
     return Evaluator(weights, settings).run(plans, progress)
+
+
+def onnx_providers(device: torch.device) -> list[str] | None:
+    """onnxruntime providers for ``device``: CUDA first when asked for and installed, else the CPU (None)."""
+    import onnxruntime
+
+    if device.type == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return None
 
 
 def _sampled(num_frames: int, count: int) -> np.ndarray:
