@@ -57,6 +57,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     except (FileNotFoundError, MissingFaceModelsError, ImportError, ValueError) as error:
         # Inputs, weight files and libraries are all checked before the first video is decoded, so
         # these are refusals of what was asked for: a usage error, as for every other command.
+        if getattr(args, "debug", False):
+            raise  # the command line's --debug prints the traceback
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(report.format_table())
