@@ -452,6 +452,16 @@ def test_an_unreadable_video_costs_its_row_not_the_run(tmp_path):
     assert report.summary["seam_ratio"] == pytest.approx(rows["good.mp4"].metrics["seam_ratio"])
 
 
+def test_videos_are_read_at_25_fps_by_nearest_frame():
+    from emocast_core.evaluation.media import resample_frames
+
+    frames = np.arange(60, dtype=np.uint8)[:, None, None, None]  # frame k shows value k
+    assert resample_frames(frames, 50.0, 25.0)[:, 0, 0, 0].tolist() == list(range(0, 60, 2))
+    at_30 = resample_frames(frames[:30], 30.0, 25.0)[:, 0, 0, 0]  # one second
+    assert len(at_30) == 25 and at_30[0] == 0 and at_30[-1] == 29
+    assert np.all(np.abs(at_30 / 30.0 - np.arange(25) / 25.0) <= 0.5 / 30.0 + 1e-9)  # nearest in time
+
+
 def test_settings_refuse_bad_clip_layout():
     with pytest.raises(ValueError, match="overlap"):
         EvaluationSettings(clip_length=8, overlap=8)
