@@ -86,11 +86,17 @@ def test_paste_back_validates_inputs(astronaut):
 
 def test_image_conversion_variants():
     gray16 = (np.arange(12, dtype=np.uint16).reshape(3, 4) * 5000)
-    assert to_rgb_float(gray16).shape == (3, 4, 3)
+    converted = to_rgb_float(gray16)
+    assert converted.shape == (3, 4, 3)
+    # 16-bit grey spans 0..65535, repeated to three channels (float32 rounding: ~1e-7).
+    np.testing.assert_allclose(converted, np.repeat(gray16[..., None] / 65535.0, 3, axis=-1), rtol=0, atol=1e-6)
     rgba = np.zeros((2, 2, 4), dtype=np.float32)
     rgba[..., 3] = 0.0
     np.testing.assert_allclose(to_rgb_float(rgba), 1.0)  # transparent -> white backdrop
-    assert to_rgb_float(torch.rand(2, 5, 6, 3)).shape == (5, 6, 3)
+    rgba[..., 3] = 0.25  # a quarter black over the white backdrop
+    np.testing.assert_allclose(to_rgb_float(rgba), 0.75, rtol=0, atol=1e-6)
+    batch = torch.rand(2, 5, 6, 3)
+    np.testing.assert_array_equal(to_rgb_float(batch), batch[0].numpy())  # the first image of a batch
     with pytest.raises(TypeError):
         to_rgb_float("image.png")
     with pytest.raises(ValueError):

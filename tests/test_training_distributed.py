@@ -26,6 +26,7 @@ from emocast_core.training.dataset import TalkingClipDataset
 from emocast_core.training.sampler import EmotionBalancedSampler
 
 pytest.importorskip("accelerate", reason="the trainer runs on accelerate: pip install -e '.[test]'")
+pytestmark = pytest.mark.slow
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NUM_PROCESSES = 2
