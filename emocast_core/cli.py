@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_convert_command(subparsers)
     add_dataset_command(subparsers)
     add_train_command(subparsers)
+    from .evaluation.cli import add_evaluate_command  # declares arguments only; metrics load when run
+
+    add_evaluate_command(subparsers)
     for command in subparsers.choices.values():
         # SUPPRESS: an option left out after the command keeps the value given before it.
         add_output_options(command, default=argparse.SUPPRESS)
