@@ -205,9 +205,12 @@ def comfyui_sd1_tokenizer():
     import os
 
     comfyui_dir = os.environ.get("COMFYUI_DIR")
-    folder = Path(comfyui_dir) / "comfy" / "sd1_tokenizer" if comfyui_dir else None
-    if folder is None or not (folder / "vocab.json").is_file():
-        pytest.skip("needs a ComfyUI checkout in COMFYUI_DIR (for comfy/sd1_tokenizer)")
+    # COMFYUI_DIR holds the checkout in ComfyUI/ (as the other ComfyUI tests expect); a checkout
+    # given directly is accepted too.
+    candidates = [Path(comfyui_dir) / sub / "comfy" / "sd1_tokenizer" for sub in ("ComfyUI", ".")] if comfyui_dir else []
+    folder = next((candidate for candidate in candidates if (candidate / "vocab.json").is_file()), None)
+    if folder is None:
+        pytest.skip("needs COMFYUI_DIR (a folder with the ComfyUI checkout in ComfyUI/) for comfy/sd1_tokenizer")
     return folder
 
 
