@@ -12,10 +12,11 @@ and looks the value up; it never joins the value onto a folder, so ``..``, ``//`
 the like cannot name anything. The listing walks only the folders `folder_paths` registers for the
 input's keys, and lists a file or folder only when its real path (symlinks resolved) lies inside a
 registered folder of the same key; a folder is listed only when every entry directly inside it does too,
-since the loaders read whole folders. So a symlink in ``models/`` that points elsewhere is not listed.
-ComfyUI's own loaders would follow such a link, but this pack cannot tell a link its owner made from one
-planted by something else; storage elsewhere is added through ``extra_model_paths.yaml``, and links
-into any registered folder of the same key keep working.
+since the loaders read whole folders, and a checkpoint only when the architecture files read beside it
+do too. So a symlink in ``models/`` that points elsewhere is not listed. ComfyUI's own loaders would
+follow such a link, but this pack cannot tell a link its owner made from one planted by something else;
+storage elsewhere is added through ``extra_model_paths.yaml``, and links into any registered folder of
+the same key keep working.
 """
 from __future__ import annotations
 
@@ -100,7 +101,7 @@ class _Folder:
     label: str  # "<key>/<relative path>", or just "<key>" for the registered folder itself
     path: Path
     files: dict[str, Path]  # plain files directly inside whose real path stays in the key's folders
-    contained: bool  # False when some entry directly inside resolves outside the key's folders
+    escaping: set[str]  # names of the entries directly inside that resolve outside the key's folders
 
 
 def _walk(key: str) -> Iterator[_Folder]:
@@ -120,10 +121,10 @@ def _walk(key: str) -> Iterator[_Folder]:
                 entries = sorted(folder.iterdir(), reverse=True)
             except OSError:
                 continue
-            files, contained = {}, True
+            files, escaping = {}, set()
             for entry in entries:
                 if not _inside(_real(entry), real_roots):
-                    contained = False
+                    escaping.add(entry.name)
                 elif not _listable(entry.name):
                     continue
                 elif entry.is_dir():
@@ -131,7 +132,7 @@ def _walk(key: str) -> Iterator[_Folder]:
                         stack.append((entry, f"{label}/{entry.name}", depth + 1))
                 elif entry.is_file():
                     files[entry.name] = entry
-            yield _Folder(label, folder, dict(sorted(files.items())), contained)
+            yield _Folder(label, folder, dict(sorted(files.items())), escaping)
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,9 @@ class FileSource:
     skip_model_folders: bool = True
     # Only files below a folder of this name, e.g. "audio_separator".
     below: str = ""
+    # Files beside it that its loader also reads ("{stem}" is its name without the extension): a file
+    # is not listed when one of these leads out of the model folders.
+    sidecars: tuple[str, ...] = ()
 
     def find(self) -> list[tuple[str, Path]]:
         found = {}
@@ -154,7 +158,8 @@ class FileSource:
                 if self.below and self.below not in folder.label.split("/")[1:]:
                     continue
                 for name, path in folder.files.items():
-                    if Path(name).suffix.lower() in self.extensions:
+                    sidecars = {sidecar.format(stem=Path(name).stem) for sidecar in self.sidecars}
+                    if Path(name).suffix.lower() in self.extensions and not sidecars & folder.escaping:
                         found.setdefault(f"{folder.label}/{name}", path)
         return sorted(found.items())
 
@@ -170,7 +175,7 @@ class FolderSource:
         found = {}
         for key in self.keys:
             for folder in _walk(key):
-                if folder.contained and all(any(name in folder.files for name in group) for group in self.required_files):
+                if not folder.escaping and all(any(name in folder.files for name in group) for group in self.required_files):
                     found.setdefault(folder.label, folder.path)
         return sorted(found.items())
 
@@ -240,7 +245,9 @@ class ModelInput:
 
 
 CHECKPOINT = ModelInput(
-    "checkpoint", (FileSource((EMOCAST_FOLDER,), frozenset(CHECKPOINT_EXTENSIONS)),),
+    # The architecture files `emocast_core.loading.checkpoint_config` reads beside a checkpoint.
+    "checkpoint", (FileSource((EMOCAST_FOLDER,), frozenset(CHECKPOINT_EXTENSIONS),
+                              sidecars=("{stem}.json", "config.json", "unet_config.json")),),
     "Put the EmoCAST weights (.safetensors or .pth) in models/emocast/",
     placeholder="emocast/net.safetensors (missing)",
 )

@@ -47,6 +47,9 @@ def write_escapes(models: Path, outside: Path, link_to_root: bool = True) -> Non
         for name in FOLDER_MODEL_FILES:
             (half / name).write_bytes(b"{}")
         (half / "weights_elsewhere.bin").symlink_to(outside / "decoy.safetensors")
+    # A real checkpoint whose architecture file beside it (read with it) is a link out.
+    (models / "emocast" / "escape_sidecar.safetensors").write_bytes(b"{}")
+    (models / "emocast" / "escape_sidecar.json").symlink_to(outside / "decoy" / "config.json")
     separators = models / "emocast" / "audio_separator"
     separators.mkdir(parents=True, exist_ok=True)
     (separators / "escape_link.onnx").symlink_to(outside / "decoy.onnx")
@@ -144,6 +147,7 @@ HOSTILE = {
     "symlinked folder to the outside": lambda i, out: f"{i.key}/escape_dir/{i.decoy}",
     "symlink to /": lambda i, out: f"{i.key}/rootlink/etc/passwd",
     "model folder with a file linked out": lambda i, out: f"{i.key}/half_linked",
+    "checkpoint whose architecture file links out": lambda i, out: f"{i.where}/escape_sidecar{Path(i.legit).suffix}",
     "name not in the list": lambda i, out: f"{i.where}/not_there{Path(i.legit).suffix}",
     "another folder key": lambda i, out: f"loras/../../{out.name}/{i.decoy}",
     "empty string": lambda i, out: "",
