@@ -2,8 +2,9 @@
 
 `VideoWriter` streams frames into ffmpeg as they arrive, so a long generation never holds the whole
 video in memory. The output appears under its final name only when the writer closes successfully:
-until then ffmpeg writes to a hidden ``.<name>.<token>.partial.mp4`` beside it, and an exception or
-``abort()`` kills ffmpeg and removes every temporary file.
+until then ffmpeg writes to a hidden ``.<name>.<token>.partial.mp4`` beside it, and any exception
+(``KeyboardInterrupt`` and ``SystemExit`` included) or ``abort()`` kills ffmpeg and removes every
+temporary file.
 
 With audio, frames are first encoded to a video-only temporary file and the audio is muxed in on
 close, because only then is the frame count known: the audio track is trimmed, or padded with
@@ -311,7 +312,10 @@ class VideoWriter:
         # stderr goes to a file, not a pipe: an undrained pipe could fill up and stall ffmpeg.
         log_file = tempfile.TemporaryFile()
         self._log_holder.append(log_file)
-        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log_file)
+        # Its own session: a Ctrl-C in the terminal reaches Python alone, which then stops ffmpeg itself
+        # and removes the partial files, instead of ffmpeg quitting first and the pipe failing mid-frame.
+        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log_file,
+                                   start_new_session=True)
         self._process_holder.append(process)
 
     def _finish_video_process(self) -> None:
@@ -337,7 +341,7 @@ class VideoWriter:
             "-movflags", "+faststart", str(self.partial_path),
         ]  # fmt: skip
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.PIPE)  # fmt: skip
+                                   stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
         self._process_holder.append(process)
         _, stderr = process.communicate()
         if process.returncode != 0:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from emocast_core.interrupts import Terminated
 from emocast_core.video import (
     VideoWriter,
     frames_to_uint8,
@@ -167,13 +168,14 @@ def test_frame_size_change_is_rejected(tmp_path):
 
 
 @pytest.mark.parametrize("with_audio", [False, True])
-def test_exception_inside_with_leaves_neither_final_nor_temp_file(tmp_path, with_audio):
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, SystemExit, Terminated, RuntimeError])
+def test_exception_inside_with_leaves_neither_final_nor_temp_file(tmp_path, with_audio, stop):
     final_path = tmp_path / "broken.mp4"
     audio = (_sine(1.0, 16000), 16000) if with_audio else None
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(stop):
         with VideoWriter(final_path, 25, audio=audio, **FAST) as writer:
             writer.write(_flat_frames(5, 32, 32))
-            raise KeyboardInterrupt  # e.g. the user cancels generation
+            raise stop  # e.g. the user cancels generation, or SIGTERM arrives
     assert list(tmp_path.iterdir()) == []
     assert writer._process_holder[0].poll() is not None  # ffmpeg is not left running
 
