@@ -289,7 +289,7 @@ def test_reference_frames_differ_in_expression_from_the_targets(built):
     assert mean_distance(aware) > 1.3 * mean_distance(random_policy)
 
 
-def test_cross_clip_references_come_from_the_same_speaker_with_another_emotion(built):
+def test_cross_clip_references_come_from_the_same_speaker_with_another_emotion(built, media, tmp_path):
     out, _ = built
     dataset = TalkingClipDataset(out, 4, 2, ReferencePolicy("different_expression", cross_clip_probability=1.0))
     happy = next(i for i, r in enumerate(dataset.records) if r.emotion == "happy")
@@ -298,6 +298,21 @@ def test_cross_clip_references_come_from_the_same_speaker_with_another_emotion(b
     assert {dataset.records[c["reference_clip"]].source for c in choices} == {"M001/video/front/neutral/level_1/001.mp4"}
     # W002 has no other clip: the reference falls back to the clip itself.
     assert dataset.choose_frames(sad, np.random.default_rng(0))["reference_clip"] == sad
+
+    # Cut into halves, M001's happy video gives a second happy clip of the same speaker: it is never
+    # the reference of the first one, only the neutral halves are.
+    import shutil
+
+    videos = tmp_path / "videos"
+    for source in ("M001/video/front/happy/level_3/001.mp4", "M001/video/front/neutral/level_1/001.mp4"):
+        (videos / source).parent.mkdir(parents=True)
+        shutil.copy(media["videos"] / source, videos / source)
+    make_builder(media, max_frames=20, min_frames=10).build(videos, tmp_path / "halves")
+    halves = TalkingClipDataset(tmp_path / "halves", 4, 2, ReferencePolicy("different_expression", cross_clip_probability=1.0, sample_margin=3))
+    assert sorted(r.emotion for r in halves.records) == ["happy", "happy", "neutral", "neutral"]
+    first_happy = next(i for i, r in enumerate(halves.records) if r.emotion == "happy")
+    references = {halves.choose_frames(first_happy, np.random.default_rng(seed))["reference_clip"] for seed in range(20)}
+    assert {halves.records[i].emotion for i in references} == {"neutral"} and len(references) == 2
 
 
 def test_expression_descriptor_ignores_position_and_scale():
