@@ -45,7 +45,23 @@ def test_overrides_and_errors(tmp_path):
 
 
 def test_saved_config_round_trips(tmp_path):
-    config = TrainingConfig.from_dict({"output_dir": str(tmp_path), "data": {"root": str(tmp_path / "x")}, "stage": {"name": "emotion"}})
+    # A value off its default in every section, so a section or field lost on the way shows.
+    config = TrainingConfig.from_dict({
+        "output_dir": str(tmp_path), "seed": 7,
+        "model": {"architecture": "sd15", "vae": str(tmp_path / "vae"), "init_net_strict": False},
+        "data": {"root": str(tmp_path / "x"), "num_frames": 6, "caption_choice": "first"},
+        "stage": {"name": "emotion", "frozen": ["imageproj.*"], "face_loss_weight": 2.5},
+        "sampling": {"emotion_balance": 0.5, "reference_policy": "random"},
+        "dropout": {"text": 0.2, "all": 0.1},
+        "noise": {"noise_offset": 0.0, "min_snr_gamma": None},
+        "optimizer": {"learning_rate": 3e-4, "lr_scheduler": "cosine"},
+        "train": {"batch_size": 3, "mixed_precision": "bf16"},
+        "ema": {"enabled": True, "decay": 0.99},
+        "checkpoint": {"every": 50, "export_dtype": "bf16"},
+        "validation": {"every": 100, "prompts": ["A person is talking with sad emotion."]},
+    })
+    default = TrainingConfig().to_dict()
+    assert all(config.to_dict()[name] != default[name] for name in default)
     config.save(tmp_path / "saved.json")
     assert TrainingConfig.from_file(tmp_path / "saved.json").to_dict() == config.to_dict()
 
