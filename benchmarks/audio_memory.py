@@ -10,7 +10,9 @@ the sound track at 48 kHz, generate clip by clip into an MP4 with the sound trac
 * ``whole``: `AudioEncoder.encode` over the whole audio and the windows of every frame (what the
   command line and the nodes did before the streamed features);
 * ``streamed``: `AudioEncoder.stream`, which computes each clip's windows when the pipeline gets
-  there (what they do now).
+  there (what they do now);
+* ``streamed, silent video``: the same without decoding and muxing the 48 kHz sound track, to
+  separate what the features path holds from what the sound track holds.
 
 Peak RSS (VmHWM) is reset after the models are loaded, read at the first denoising step (so it
 covers decoding, the features and the first clip's conditions: "before the first frame"), reset,
@@ -20,8 +22,9 @@ then every later clip's audio windows are fetched as the pipeline would fetch th
 audio goes through the features path) and the peak of that walk is reported too.
 
 The speech is the demo bundle's sentence (espeak-ng) repeated to the length wanted, written as a
-16 kHz mono PCM16 WAV. Results: stdout (markdown), benchmarks/audio_memory.json, and the section
-between the markers below in docs/benchmarks.md (`benchmarks/run.py` keeps that section).
+16 kHz mono PCM16 WAV. The parent process also measures how far the streamed features are from the
+whole-audio ones at each length. Results: stdout (markdown), benchmarks/audio_memory.json, and the
+section between the markers below in docs/benchmarks.md (`benchmarks/run.py` keeps that section).
 """
 from __future__ import annotations
 
@@ -43,7 +46,7 @@ if str(REPO_ROOT) not in sys.path:
 
 SECTION_BEGIN = "<!-- audio-memory: begin (written by benchmarks/audio_memory.py) -->"
 SECTION_END = "<!-- audio-memory: end -->"
-PATHS = ("whole", "streamed")
+PATHS = ("whole", "streamed", "streamed, silent video")
 MiB = 2 ** 20
 
 
@@ -112,7 +115,7 @@ def child(args) -> None:
     else:
         features = models.audio_encoder.stream(speech, clip_length=config.clip_length)
         audio_windows = features
-    soundtrack = load_audio(args.audio, sample_rate=48000)
+    soundtrack = None if args.path.endswith("silent video") else load_audio(args.audio, sample_rate=48000)
 
     peaks = {}
 
@@ -125,8 +128,8 @@ def child(args) -> None:
     generated = min(features.num_frames, int(round(args.generate_seconds * float(features.fps))))
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "memory.mp4"
-        with VideoWriter(out, fps=int(features.fps), preset="veryfast",
-                         audio=(soundtrack.waveform, soundtrack.sample_rate)) as writer:
+        track = None if soundtrack is None else (soundtrack.waveform, soundtrack.sample_rate)
+        with VideoWriter(out, fps=int(features.fps), preset="veryfast", audio=track) as writer:
             for chunk in pipeline.generate(ReferenceConditions.from_prepared(prepared), emotion, audio_windows,
                                            generated, config, progress=first_step):
                 writer.write(chunk)
@@ -157,7 +160,7 @@ def child(args) -> None:
         "peak_rss_walking_the_rest": peaks["walking_the_rest"],
         "feature_tensors_held": held,
         "waveform_16k_bytes": speech.waveform.nbytes,
-        "soundtrack_48k_bytes": soundtrack.waveform.nbytes,
+        "soundtrack_48k_bytes": 0 if soundtrack is None else soundtrack.waveform.nbytes,
         "features_seconds": peaks["features_seconds"],
         "seconds": time.perf_counter() - start_time,
     }
@@ -179,8 +182,47 @@ def run_all(args) -> dict:
                 print(f"[audio memory]   before 1st frame {result['peak_rss_before_first_frame'] / MiB:.0f} MiB, "
                       f"during generation {result['peak_rss_during_generation'] / MiB:.0f} MiB", file=sys.stderr)
                 runs.append(result)
+        differences = feature_differences(folder, args.seconds)
     return {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "argv": args.argv,
-            "generate_seconds": args.generate_seconds, "threads": args.threads, "runs": runs}
+            "generate_seconds": args.generate_seconds, "threads": args.threads, "runs": runs,
+            "differences": differences}
+
+
+def wav2vec2_models() -> dict[str, Path]:
+    """The wav2vec2 folders at hand: the demo's, and the official tiny fixture's when present."""
+    from emocast_core.demo.bundle import DemoBundle
+
+    models = {"demo": DemoBundle().wav2vec_dir}
+    fixture = REPO_ROOT.parent / "shared" / "fixtures" / "official" / "tiny_a" / "tiny_wav2vec2"
+    if fixture.is_dir():
+        models["official tiny"] = fixture
+    return models
+
+
+def feature_differences(folder: str, lengths) -> list[dict]:
+    """Streamed windows (walked clip by clip, default segments) vs the whole-audio windows."""
+    from emocast_core.conditioning.audio import AudioEncoder, load_audio
+    from emocast_core.demo.bundle import DemoBundle
+
+    clip_length = DemoBundle().clip_length
+    rows = []
+    for name, model in wav2vec2_models().items():
+        encoder = AudioEncoder.from_pretrained(model)
+        for seconds in lengths:
+            speech = load_audio(Path(folder) / f"speech_{seconds:g}s.wav")
+            whole = encoder.encode(speech, clip_length=clip_length)
+            stream = encoder.stream(speech, clip_length=clip_length)
+            squared_error, squared_norm, worst_frame = 0.0, 0.0, 0.0
+            for start in range(0, whole.num_frames, clip_length):
+                expected = whole.windows(start, start + clip_length)
+                error = stream.windows(start, start + clip_length) - expected
+                squared_error += float(error.square().sum())
+                squared_norm += float(expected.square().sum())
+                per_frame = error.flatten(1).norm(dim=1) / expected.flatten(1).norm(dim=1)
+                worst_frame = max(worst_frame, float(per_frame.max()))
+            rows.append({"model": name, "audio_seconds": seconds, "segments": stream.num_segments,
+                         "relative_l2": (squared_error / squared_norm) ** 0.5, "worst_frame": worst_frame})
+    return rows
 
 
 # --- reporting -------------------------------------------------------------------------------------
@@ -246,6 +288,23 @@ def report(results: dict) -> str:
             *ratio_rows,
             "",
         ]
+    differences = results.get("differences", [])
+    if differences:
+        lines += [
+            "How far the streamed windows are from the whole-audio ones (relative L2 over all frames, and the worst "
+            "single frame), walking the clips as the pipeline does. Up to 60 s the audio is one segment and the "
+            "difference is float rounding; longer audio is encoded in 40 s segments that each see 10 s more on both "
+            "sides, so attention reaches at least 10 s instead of the whole clip (`emocast_core/conditioning/"
+            "audio_stream.py` says why that is acceptable). Both wav2vec2 models here have random weights, whose "
+            "attention spreads far more evenly over the sequence than a trained model's; no trained wav2vec2 was "
+            "available to measure.",
+            "",
+            "| wav2vec2 | audio | segments | relative L2 | worst frame |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [f"| {d['model']} | {length_label(d['audio_seconds'])} | {d['segments']} | {d['relative_l2']:.2e} | "
+                  f"{d['worst_frame']:.2e} |" for d in differences]
+        lines.append("")
     lines.append(SECTION_END)
     return "\n".join(lines)
 

@@ -186,6 +186,14 @@ def test_streamed_cnn_chunks_equal_the_whole_signal(tmp_path, feat_extract_norm)
     torch.testing.assert_close(stream.windows(992, 1008), whole.windows(992, 1008), **TOL)
 
 
+@pytest.mark.parametrize("seconds, clip_length, segments", [(60.0, 8, 1), (60.0, 16, 1), (60.1, 16, 2), (100.0, 16, 3)])
+def test_up_to_a_minute_of_audio_is_encoded_in_one_piece(oracle_encoder, seconds, clip_length, segments):
+    """Default segments: a minute of audio plus its last clip's padding is one encoder run (the
+    whole-audio computation); longer audio gets 40 s segments."""
+    stream = oracle_encoder.stream(tone(200.0, seconds, 16000)[0], clip_length=clip_length)
+    assert stream.num_segments == segments
+
+
 def _walk_like_the_pipeline(stream, clip_length: int, order: int = 1, keep: bool = True) -> torch.Tensor | None:
     """Every clip's windows, asked for as the pipeline asks (forward, or backward with order=-1); all
     of them concatenated in frame order when ``keep``."""
@@ -453,6 +461,22 @@ def test_file_decoding_block_by_block_equals_the_whole_array(tmp_path):
     from_file, from_array = load_audio(path), load_audio((pcm, 44100))
     assert from_file.num_samples == from_array.num_samples == math.ceil(pcm.shape[1] * 16000 / 44100)
     np.testing.assert_allclose(from_file.waveform, from_array.waveform, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("from_rate, expected_fraction", [(44100, 0.0), (44100, 0.3), (44100, 1.0), (44100, 3.0), (16000, 0.5)])
+def test_stream_resampler_equals_one_shot_whatever_the_duration_guess(from_rate, expected_fraction):
+    """The container's duration only sizes the output buffer: too short, missing or too long, the
+    samples are those of the one-shot resampling."""
+    from emocast_core.conditioning.audio_decode import _StreamResampler, resample
+
+    signal = tone(300.0, 2.0, from_rate)[0] + 0.05 * np.random.default_rng(0).standard_normal(2 * from_rate).astype(np.float32)
+    resampler = _StreamResampler(from_rate, 16000, int(expected_fraction * signal.shape[0]))
+    for first in range(0, signal.shape[0], 1152):
+        resampler.push(signal[first:first + 1152])
+    streamed = resampler.finish()
+    one_shot = resample(signal, from_rate, 16000)
+    assert streamed.shape == one_shot.shape == (32000,)
+    np.testing.assert_allclose(streamed, one_shot, rtol=0, atol=1e-6)
 
 
 def test_integer_pcm_arrays_are_scaled_like_files():

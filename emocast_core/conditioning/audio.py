@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Callable, Optional, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .audio_decode import (

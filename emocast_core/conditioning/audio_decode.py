@@ -144,9 +144,11 @@ def resample(waveform: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
 
 class _StreamResampler:
     """Mono float32 blocks in, the whole signal at ``to_rate`` out: what :func:`resample` gives for
-    the concatenated blocks, without holding them."""
+    the concatenated blocks. With ``expected_input_samples`` (the container's duration) the output
+    is written into one array as it comes instead of being concatenated at the end, which would
+    briefly need twice its size."""
 
-    def __init__(self, from_rate: int, to_rate: int):
+    def __init__(self, from_rate: int, to_rate: int, expected_input_samples: int = 0):
         self.from_rate, self.to_rate = int(from_rate), int(to_rate)
         self.num_input_samples = 0
         self._stream = None
@@ -154,21 +156,35 @@ class _StreamResampler:
             import soxr  # imported here so decoding 16 kHz input never needs the extension
 
             self._stream = soxr.ResampleStream(self.from_rate, self.to_rate, 1, dtype="float32", quality="HQ")
-        self._blocks: list[np.ndarray] = []
+        self._output = np.zeros(self._output_length(max(int(expected_input_samples), 0)) + 1024, np.float32)
+        self._filled = 0
+
+    def _output_length(self, num_input_samples: int) -> int:
+        return -(-num_input_samples * self.to_rate // self.from_rate)
 
     def push(self, mono: np.ndarray) -> None:
         self.num_input_samples += mono.shape[0]
-        self._blocks.append(mono if self._stream is None else self._stream.resample_chunk(mono, last=False))
+        self._append(mono if self._stream is None else self._stream.resample_chunk(mono, last=False))
+
+    def _append(self, block: np.ndarray) -> None:
+        needed = self._filled + block.shape[0]
+        if needed > self._output.shape[0]:  # the duration was unknown or short: grow by half
+            grown = np.zeros(max(needed, self._output.shape[0] * 3 // 2), np.float32)
+            grown[: self._filled] = self._output[: self._filled]
+            self._output = grown
+        self._output[self._filled: needed] = block
+        self._filled = needed
 
     def finish(self) -> np.ndarray:
         if self._stream is not None:
-            self._blocks.append(self._stream.resample_chunk(np.zeros(0, np.float32), last=True))
-        resampled = np.concatenate(self._blocks).astype(np.float32, copy=False) if self._blocks else np.zeros(0, np.float32)
-        self._blocks = []
-        target_length = -(-self.num_input_samples * self.to_rate // self.from_rate)
-        if resampled.shape[0] < target_length:
-            resampled = np.pad(resampled, (0, target_length - resampled.shape[0]))
-        return resampled[:target_length]
+            self._append(self._stream.resample_chunk(np.zeros(0, np.float32), last=True))
+        target_length = self._output_length(self.num_input_samples)
+        if self._filled < target_length:  # librosa's fix_length pads with zeros
+            self._append(np.zeros(target_length - self._filled, np.float32))
+        output, self._output = self._output, np.zeros(0, np.float32)
+        if output.shape[0] > target_length + (target_length >> 4):  # much too long a guess: do not keep it
+            return output[:target_length].copy()
+        return output[:target_length]
 
 
 def is_silent(waveform: np.ndarray, peak_dbfs: float = SILENCE_PEAK_DBFS) -> bool:
@@ -196,7 +212,8 @@ def _decode_file(path: Path, sample_rate: int) -> np.ndarray:
                 if resampler is None:
                     if frame.sample_rate <= 0:
                         raise AudioDecodeError(f"{path}: invalid sample rate {frame.sample_rate}")
-                    resampler = _StreamResampler(frame.sample_rate, sample_rate)
+                    resampler = _StreamResampler(frame.sample_rate, sample_rate,
+                                                 _expected_samples(container, stream, frame.sample_rate))
                 if frame.sample_rate != resampler.from_rate:
                     raise AudioDecodeError(f"{path}: the sample rate changes inside the stream")
                 channels = _frame_to_channels(frame)
@@ -208,6 +225,15 @@ def _decode_file(path: Path, sample_rate: int) -> np.ndarray:
     if resampler is None or resampler.num_input_samples == 0:
         raise AudioDecodeError(f"{path}: the audio stream holds no samples")
     return np.ascontiguousarray(resampler.finish(), dtype=np.float32)
+
+
+def _expected_samples(container, stream, sample_rate: int) -> int:
+    """The stream's length in samples as its header tells it (0 when it does not)."""
+    if stream.duration is not None and stream.time_base is not None:
+        return int(stream.duration * stream.time_base * sample_rate)
+    if container.duration is not None:  # in microseconds
+        return int(container.duration * sample_rate // 1_000_000)
+    return 0
 
 
 def _frame_to_channels(frame) -> np.ndarray:

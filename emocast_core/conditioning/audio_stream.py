@@ -13,8 +13,8 @@ vectors per channel), and the (T, 5, L, C) windows of every frame are five times
 * resampling onto the video frames: the whole clip's grid (:class:`~.audio.FrameGrid`), evaluated for
   the span. Exact.
 * transformer: attention is global, so a frame's output depends on every other frame. Audio up to
-  ``segment + 2 * context`` frames (60 s by default) is encoded in one piece, which is the whole-clip
-  computation. Longer audio is encoded in segments of ``segment`` frames, each run with ``context``
+  ``segment + 2 * context`` frames (60 s by default; the padding of the last clip comes on top) is
+  encoded in one piece, which is the whole-clip computation. Longer audio is encoded in segments of ``segment`` frames, each run with ``context``
   frames of audio on both sides (10 s by default, fewer at the ends of the clip). Frames therefore
   attend to the audio within at least 10 s instead of the whole clip; docs/benchmarks.md gives the
   measured difference. Upstream's models never saw longer attention spans: they were trained on
@@ -97,8 +97,9 @@ class StreamedAudioFeatures:
         self.start_seconds = start_seconds
         self.cnn_chunk = cnn_chunk
         self.context_frames = int(context_frames)
-        # Audio that fits one encoder run is encoded whole: exactly what `AudioEncoder.encode` computes.
-        fits_once = grid.num_frames <= segment_frames + 2 * context_frames
+        # Audio that fits one encoder run is encoded whole (with the padding of its last clip): exactly
+        # what `AudioEncoder.encode` computes.
+        fits_once = self.num_frames <= segment_frames + 2 * context_frames
         self.segment_frames = grid.num_frames if fits_once else int(segment_frames)
         self._segments: OrderedDict[int, torch.Tensor] = OrderedDict()
 
