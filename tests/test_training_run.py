@@ -148,12 +148,19 @@ def test_resume_continues_from_the_same_step_with_the_same_data(setup, stage2_ru
     resumed = Trainer(make_config(setup, out, "motion", train={"max_steps": 3}, **sections)).train()
     assert resumed.resumed_from.endswith("step-000002")
     assert [step for step, _ in resumed.losses] == [3]
-    # Same data, noise and optimizer state: the same losses and the same final (EMA) weights.
+    # The same samples, step by step (the process's own record of what it trained on) ...
+    assert _samples_by_step(out) == _samples_by_step(stage2_run[0])
+    # ... same noise and optimizer state: the same losses and the same final (EMA) weights.
     np.testing.assert_allclose([loss for _, loss in first.losses + resumed.losses], [loss for _, loss in full.losses], rtol=1e-5)
     reference, continued = exported_state(stage2_run[0]), exported_state(out)
     for key in reference:
         # Bit-level differences may be amplified by Adam where the second moment is ~0.
         torch.testing.assert_close(continued[key], reference[key], rtol=1e-4, atol=5e-5)
+
+
+def _samples_by_step(out: Path) -> dict:
+    records = [json.loads(line) for line in (out / "ranks" / "rank-0.jsonl").read_text().splitlines()]
+    return {record["step"]: record["samples"] for record in records if "step" in record}
 
 
 def test_stage2_export_loads_strictly_and_drives_the_pipeline(setup, stage2_run):
