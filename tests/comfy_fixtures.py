@@ -139,10 +139,12 @@ NODE_OUTPUTS = {
 
 
 # --- a real ComfyUI server for a test module -------------------------------------------------------------
-# (Added for tests that start their own server; nothing above uses these.)
 
 SERVER_PACK_NAME = "comfyui-emocast"
-SERVER_MODEL_KEYS = ("emocast", "vae", "text_encoders", "audio_encoders", "insightface")
+SERVER_MODEL_KEYS = ("emocast", "vae", "text_encoders", "audio_encoders", "insightface", "checkpoints")
+# Sized for a busy 2-core machine: an idle one starts ComfyUI in ~15 s and runs a tiny workflow in ~10 s.
+SERVER_START_TIMEOUT = 300
+RUN_TIMEOUT = 600
 
 
 def comfyui_dir_or_skip(modules: tuple[str, ...] = ("diffusers", "transformers", "onnxruntime", "av")) -> Path:
@@ -197,8 +199,32 @@ class ComfyServer:
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
+    def queue(self, prompt: dict, client_id: str = "emocast-tests") -> str:
+        status, body = self.post("/prompt", {"prompt": prompt, "client_id": client_id})
+        assert status == 200, body
+        return body["prompt_id"]
 
-def comfyui_server(comfy_dir: Path, root: Path, repo: Path, start_timeout: float = 120):
+    def wait(self, prompt_id: str, timeout: float = RUN_TIMEOUT) -> dict:
+        """The history entry of a finished (succeeded, failed or interrupted) prompt."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            history = self.get(f"/history/{prompt_id}")
+            if prompt_id in history and history[prompt_id]["status"].get("completed") is not None:
+                entry = history[prompt_id]
+                if entry["status"]["status_str"] in ("success", "error") or history_message(entry, "execution_interrupted"):
+                    return entry
+            time.sleep(0.5)
+        raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout} s; log tail:\n{self.log_tail()}")
+
+
+def history_message(entry: dict, kind: str):
+    """The data of the first ``kind`` message (e.g. "execution_error") in a history entry, or None."""
+    return next((data for name, data in entry["status"].get("messages", []) if name == kind), None)
+
+
+def comfyui_server(comfy_dir: Path, root: Path, repo: Path, start_timeout: float = SERVER_START_TIMEOUT):
     """Start ComfyUI (``--cpu``, a free port) with the pack linked in and every model folder at
     ``root/models/<key>`` (as `build_models_tree` writes it); input/output/temp/user folders under ``root``.
     A generator for a pytest fixture: yields a `ComfyServer`, stops the server afterwards."""
