@@ -15,8 +15,8 @@ two processes names the first tensor that went out of sync. They cost one device
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import torch
 
