@@ -84,30 +84,28 @@ def _skip_reason(report) -> str:
 _missing: Counter = Counter()
 
 
+def _judge_skip(report, where: str) -> None:
+    """In CI a skip becomes a failure; elsewhere its reason is counted for the closing summary."""
+    if not report.skipped or hasattr(report, "wasxfail"):
+        return
+    reason = _skip_reason(report)
+    if running_in_ci():
+        report.outcome = "failed"
+        report.longrepr = f"{where} skipped in CI, where nothing may be missing: {reason}"
+    else:
+        _missing[reason] += 1
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
-    report = outcome.get_result()
-    if report.skipped and not hasattr(report, "wasxfail"):
-        reason = _skip_reason(report)
-        if running_in_ci():
-            report.outcome = "failed"
-            report.longrepr = f"skipped in CI, where nothing may be missing: {reason}"
-        else:
-            _missing[reason] += 1
+    _judge_skip(outcome.get_result(), item.nodeid)
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_make_collect_report(collector):
     outcome = yield
-    report = outcome.get_result()
-    if report.skipped:
-        reason = _skip_reason(report)
-        if running_in_ci():
-            report.outcome = "failed"
-            report.longrepr = f"{collector.nodeid} skipped in CI, where nothing may be missing: {reason}"
-        else:
-            _missing[reason] += 1
+    _judge_skip(outcome.get_result(), collector.nodeid)
 
 
 def pytest_terminal_summary(terminalreporter):
