@@ -129,14 +129,16 @@ def pipeline_benchmark(device: str, compile: bool, clips: int = 2) -> dict:
 def main(argv) -> None:
     parser = argparse.ArgumentParser(prog="benchmarks/run.py full-size", description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--dtypes", default="bf16", help="reduced precisions compared with fp32 (comma list of bf16, fp16)")
+    parser.add_argument("--dtypes", default=None, help="reduced precisions compared with fp32 (comma list of bf16, fp16; "
+                        "default bf16 on the CPU, bf16,fp16 on CUDA)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: all)")
     parser.add_argument("--compile", action="store_true", help="GPU benchmark with the compiled step")
     parser.add_argument("--json", default=None, help="also write the result here (default benchmarks/full_size_<device>.json; '' = none)")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: CUDA is not available")
-    reduced = [name.strip() for name in args.dtypes.split(",") if name.strip()]
+    dtypes = args.dtypes if args.dtypes is not None else ("bf16,fp16" if args.device == "cuda" else "bf16")
+    reduced = [name.strip() for name in dtypes.split(",") if name.strip()]
     unknown = [name for name in reduced if name not in DTYPES or name == "fp32"]
     if unknown:
         raise SystemExit(f"--dtypes: unknown {unknown}; choose from bf16, fp16")
@@ -164,8 +166,13 @@ def main(argv) -> None:
 
     print("[full-size] one step in fp32 ...", file=sys.stderr)
     runs = {"fp32": one_step(net, inputs, args.device)}
+    # Each precision starts from the float32 weights. With one reduced precision the network is
+    # converted in place (one parameter at a time, so the CPU run fits in 24 GB); with more, a float32
+    # copy of the weights is kept to restore from.
+    float32_weights = {key: value.clone() for key, value in net.state_dict().items()} if len(reduced) > 1 else None
     for name in reduced:
-        # Converted in place, one parameter at a time: the float32 copy is not kept beside it.
+        if float32_weights is not None:
+            net.to(torch.float32).load_state_dict(float32_weights)
         net.to(DTYPES[name])
         gc.collect()
         print(f"[full-size] one step in {name} ...", file=sys.stderr)

@@ -34,33 +34,35 @@ class Candidate:
     steps: int
     active_fraction: float = 1.0
 
+    @property
+    def guidance(self) -> GuidanceConfig:
+        return GuidanceConfig(active_fraction=self.active_fraction)
+
     def row_evaluations(self) -> int:
-        guidance = GuidanceConfig(active_fraction=self.active_fraction)
-        guided = sum(guidance.is_active(step, self.steps) for step in range(self.steps))
+        guided = sum(self.guidance.is_active(step, self.steps) for step in range(self.steps))
         return 2 * guided + (self.steps - guided)
 
 
 def candidates() -> list[Candidate]:
     found = [
         Candidate("ddim@20", "ddim", 20),
+        Candidate("ddim@13", "ddim", 13),
         Candidate("dpmpp_2m@10", "dpmpp_2m", 10),
         Candidate("dpmpp_2m@13", "dpmpp_2m", 13),
         Candidate("dpmpp_2m@15", "dpmpp_2m", 15),
         Candidate("dpmpp_2m@20", "dpmpp_2m", 20),
-        Candidate("dpmpp_3m@10", "dpmpp_3m", 10),
         Candidate("dpmpp_3m@13", "dpmpp_3m", 13),
-        Candidate("dpmpp_3m@15", "dpmpp_3m", 15),
-        Candidate("unipc@10", "unipc", 10),
         Candidate("unipc@13", "unipc", 13),
-        Candidate("unipc_3@10", "unipc_3", 10),
         Candidate("unipc_3@13", "unipc_3", 13),
-        Candidate("dpmpp_2m@20, CFG on first 50%", "dpmpp_2m", 20, 0.5),
-        Candidate("dpmpp_3m@16, CFG on first 60%", "dpmpp_3m", 16, 0.6),
-        Candidate("unipc_3@16, CFG on first 60%", "unipc_3", 16, 0.6),
-        Candidate("unipc_3@18, CFG on first 50%", "unipc_3", 18, 0.5),
+        Candidate("dpmpp_2m@16, CFG on first 60%", "dpmpp_2m", 16, 0.6),
     ]
     for name, preset in SAMPLING_PRESETS.items():
-        found.append(Candidate(f"preset '{name}'", preset.sampler, preset.num_inference_steps, preset.guidance.active_fraction))
+        candidate = Candidate(f"preset '{name}'", preset.sampler, preset.num_inference_steps, preset.guidance.active_fraction)
+        same = [c for c in found if (c.sampler, c.steps, c.active_fraction) == (candidate.sampler, candidate.steps, candidate.active_fraction)]
+        if name != "upstream" and same:
+            same[0].label += f" = preset '{name}'"
+        elif name != "upstream":
+            found.append(candidate)
     return found
 
 
@@ -81,16 +83,16 @@ def main(argv) -> None:
     frames = 16
     reference, emotion, windows = make_inputs(load, frames)
 
-    def first_clip(sampler: str, steps: int, active_fraction: float) -> torch.Tensor:
+    def first_clip(sampler: str, steps: int, guidance: GuidanceConfig) -> torch.Tensor:
         pipe = EmoCASTPipeline(net, vae, make_scheduler(sampler))
-        config = GenerationConfig(num_inference_steps=steps, guidance=GuidanceConfig(active_fraction=active_fraction), sampler=sampler)
+        config = GenerationConfig(num_inference_steps=steps, guidance=guidance, sampler=sampler)
         return torch.cat(list(pipe.generate(reference, emotion, windows, frames, config)))
 
-    target = first_clip("ddim", 40, 1.0)
+    target = first_clip("ddim", 40, GuidanceConfig())
     rows = [{"label": "ddim@40 (upstream)", "sampler": "ddim", "steps": 40, "active_fraction": 1.0,
              "row_evaluations": 80, "psnr_db": float("inf")}]
     for candidate in candidates():
-        video = first_clip(candidate.sampler, candidate.steps, candidate.active_fraction)
+        video = first_clip(candidate.sampler, candidate.steps, candidate.guidance)
         row = {"label": candidate.label, "sampler": candidate.sampler, "steps": candidate.steps,
                "active_fraction": candidate.active_fraction, "row_evaluations": candidate.row_evaluations(),
                "psnr_db": psnr(video, target)}
