@@ -91,7 +91,8 @@ def generate_video(
     elif models.vocal_separator is not None:
         speech = models.vocal_separator.separate(speech)
     # Silence is encoded as it is: the model was trained with pauses in speech and keeps the mouth shut.
-    features = models.audio_encoder.encode(speech, fps=request.fps, clip_length=request.generation.clip_length,
+    # Streamed: each clip's features are computed when the pipeline reaches it (flat memory for long audio).
+    features = models.audio_encoder.stream(speech, fps=request.fps, clip_length=request.generation.clip_length,
                                            allow_silence=silent)
     emotion = emotion_conditions(models.text_encoder, request, features.num_frames, checked.keyframes)
 
@@ -101,7 +102,7 @@ def generate_video(
     frames = pipeline.generate(
         ReferenceConditions.from_prepared(prepared),
         emotion,
-        features.windows(),
+        features,
         features.num_frames,
         request.generation,
         progress=progress,

@@ -1,11 +1,9 @@
 """Conditioning nodes: reference portrait, emotion text, driving-audio features."""
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 import comfy.model_management as mm
-import torch
 from comfy_api.latest import io
 
 from ..emocast_core.conditioning.audio_decode import load_audio
@@ -194,14 +192,11 @@ class EmoCASTAudioFeatures(io.ComfyNode):
 
         load_to_device(audio_encoder.patcher)
         # The encoder follows its weights wherever the patcher put them.
-        features = audio_encoder.encoder.encode(load_audio(span), fps=fps, clip_length=clip_length, allow_silence=silent)
-        features = _to_device(features, mm.intermediate_device())
+        # Streamed: the sampler gets each clip's features when it reaches that clip (flat memory for long
+        # audio); they are computed wherever the encoder's weights are at that time.
+        features = audio_encoder.encoder.stream(load_audio(span), fps=fps, clip_length=clip_length, allow_silence=silent)
         result = AudioFeaturesInput(features=features, clip_length=int(clip_length), audio=used_audio)
         return io.NodeOutput(result, used_audio, int(features.num_frames), float(fps))
-
-
-def _to_device(features, device: torch.device):
-    return dataclasses.replace(features, features=features.features.to(device))
 
 
 CONDITIONING_NODES = [EmoCASTReferenceEncoder, EmoCASTEmotionEncode, EmoCASTAudioFeatures]

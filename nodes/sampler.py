@@ -111,7 +111,7 @@ class EmoCASTSampler(io.ComfyNode):
         try:
             for clip in pipeline.generate(
                 ReferenceConditions.from_prepared(reference), emotion_conditions,
-                audio_features.features.windows(), num_frames, config,
+                audio_features.features, num_frames, config,
                 progress=on_step, should_cancel=mm.processing_interrupted,
                 preview_every=PREVIEW_EVERY_STEPS if step_previews else 0,
             ):
