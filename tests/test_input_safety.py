@@ -201,7 +201,7 @@ def test_traceback_only_with_debug(tmp_path):
 
 def test_the_python_api_applies_the_same_checks(inputs, tmp_path, no_model_loading):
     from emocast_core.demo.bundle import DemoBundle
-    from emocast_core.generate import GenerateRequest, make_video
+    from emocast_core.generate import GenerateRequest, generate_video, make_video
     from emocast_core.pipeline import GenerationConfig
     from emocast_core.validation import InputError
 
@@ -220,6 +220,9 @@ def test_the_python_api_applies_the_same_checks(inputs, tmp_path, no_model_loadi
         make_video(request(), demo=DemoBundle(), device="gpu")
     with pytest.raises(InputError, match="URL"):
         make_video(request(audio="https://example.com/a.wav"), demo=DemoBundle())
+    # generate_video, for callers that load the models themselves, checks before using them.
+    with pytest.raises(InputError, match=r"^emotion_schedule: line 1"):
+        generate_video(None, request(emotion_schedule="0: happy; soon: sad"))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -236,7 +239,7 @@ def test_interrupt_during_generation_leaves_nothing(signal_number, exit_code, li
     out_folder.mkdir()
     work.mkdir()
     process = subprocess.Popen(
-        [sys.executable, "-m", "emocast_core", "generate", "--demo", "--steps", "20", "--out", str(out_folder / "v.mp4")],
+        [sys.executable, "-m", "emocast_core", "generate", "--demo", "--steps", "4", "--out", str(out_folder / "v.mp4")],
         cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
     )
     stderr = bytearray()
