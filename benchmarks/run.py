@@ -463,7 +463,22 @@ def extra_sections() -> list[str]:
     for name, render in (("step_results.json", step_report), ("solver_results.json", solver_report)):
         if (folder / name).is_file():
             parts.append(render(json.loads((folder / name).read_text())))
+    if parts:
+        parts.insert(0, ONE_FORWARD_INTRO)
     return parts
+
+
+ONE_FORWARD_INTRO = (
+    "## 4. One denoiser forward: per-clip work done once\n\n"
+    "A clip is denoised in two calls: `DenoisingUNet.prepare` once per clip (the text/face keys and values, the "
+    "reference bank's self-attention keys and values laid out per frame row, the emotive audio attention and its keys "
+    "and values, masks, face-locator features, motion frames, and which rows read the reference, all in the compute "
+    "dtype) and `denoising_unet(latents, t, prepared)` once per step, over all guidance branches in one batch "
+    "(separate audio and emotion guidance add rows, not passes). The step has no host synchronisation and traces as "
+    "one graph (`tests/test_step_compile.py`); `GenerationConfig(compile=True)` / `--compile` compiles it. The "
+    "sub-commands `full-size`, `step` and `solvers` measure it (each saves its results beside this script; this page "
+    "is rendered from them). Results of sections 1-3 older than these were measured before the preparation existed.\n"
+)
 
 
 def flops_report(flops) -> list[str]:
