@@ -9,6 +9,7 @@ the full original picture) and muxes the driving audio.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,10 @@ from .validation import (
 )
 
 OUTPUT_AUDIO_RATE = 48000  # the muxed track is decoded again at this rate, not the 16 kHz model input
+# Audio influence on pose, face and lips for silent speech. wav2vec2 features of digital silence are
+# unlike anything the model saw (normalisation turns the clip into exact zeros) and dissolve the face;
+# without the audio's influence the mouth stays as the portrait shows it and the rest moves as usual.
+SILENT_REGION_SCALES = (0.0, 0.0, 0.0)
 
 
 @dataclass
@@ -86,11 +91,12 @@ def generate_video(
     prepared = reference or find_face(checked.image, models.face_analyzer, size=request.size,
                                       face_index=request.face_index, on_no_face=request.on_no_face)
     speech, silent = checked.audio.speech, checked.audio.silent
+    generation = request.generation
     if silent:
         warnings.warn(SILENCE_WARNING, stacklevel=2)
+        generation = for_silent_speech(generation)
     elif models.vocal_separator is not None:
         speech = models.vocal_separator.separate(speech)
-    # Silence is encoded as it is: the model was trained with pauses in speech and keeps the mouth shut.
     # Streamed: each clip's features are computed when the pipeline reaches it (flat memory for long audio).
     features = models.audio_encoder.stream(speech, fps=request.fps, clip_length=request.generation.clip_length,
                                            allow_silence=silent)
@@ -104,7 +110,7 @@ def generate_video(
         emotion,
         features,
         features.num_frames,
-        request.generation,
+        generation,
         progress=progress,
         should_cancel=should_cancel,
     )
@@ -174,6 +180,11 @@ def make_video(
         models = load_models(paths, device=torch_device, dtype=torch_dtype,
                              with_vocal_separator=request.separate_vocals, face_analyzer=analyzer)
     return generate_video(models, request, progress, should_cancel, checked=checked, reference=reference)
+
+
+def for_silent_speech(generation: GenerationConfig) -> GenerationConfig:
+    """The settings for speech that is silent: the audio no longer moves the face (see SILENT_REGION_SCALES)."""
+    return dataclasses.replace(generation, region_scales=SILENT_REGION_SCALES)
 
 
 def _make_folders(folder: Path) -> list[Path]:

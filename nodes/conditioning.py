@@ -195,7 +195,7 @@ class EmoCASTAudioFeatures(io.ComfyNode):
         # Streamed: the sampler gets each clip's features when it reaches that clip (flat memory for long
         # audio); they are computed wherever the encoder's weights are at that time.
         features = audio_encoder.encoder.stream(load_audio(span), fps=fps, clip_length=clip_length, allow_silence=silent)
-        result = AudioFeaturesInput(features=features, clip_length=int(clip_length), audio=used_audio)
+        result = AudioFeaturesInput(features=features, clip_length=int(clip_length), audio=used_audio, silent=silent)
         return io.NodeOutput(result, used_audio, int(features.num_frames), float(fps))
 
 

@@ -8,6 +8,7 @@ from comfy.cli_args import LatentPreviewMethod, args
 from comfy_api.latest import io
 from PIL import Image
 
+from ..emocast_core.generate import for_silent_speech
 from ..emocast_core.guidance import GuidanceConfig
 from ..emocast_core.pipeline import (
     EmoCASTPipeline,
@@ -91,6 +92,8 @@ class EmoCASTSampler(io.ComfyNode):
             sampler=solver,
             seed=seed,
         )
+        if audio_features.silent:
+            config = for_silent_speech(config)
         num_frames = audio_features.num_frames
         load_to_device(model.net_patcher, model.vae_patcher)
         device, dtype = model.net_patcher.load_device, model.dtype

