@@ -4,7 +4,9 @@
   image (and the motion frames) and returns every spatial block's `norm1` tokens.
 * `DenoisingUNet` — SD1.5 inflated to video: the same spatial levels, plus an audio module and an
   AnimateDiff motion module after each spatial transformer, the face locator's features added after
-  `conv_in`, and the ReferenceNet's tokens read in every spatial self-attention.
+  `conv_in`, and the ReferenceNet's tokens read in every spatial self-attention. A clip is
+  denoised with `prepare` once (everything that does not depend on the latents) and the forward
+  call once per step (see `prepared.py`).
 """
 from __future__ import annotations
 
@@ -176,6 +178,8 @@ class DenoisingUNet(_UNetLevels):
         def per_frame_row(tokens: torch.Tensor) -> torch.Tensor:  # (R, F, L, D) -> (R * F, L, D)
             return tokens.to(dtype).reshape(frame_rows, *tokens.shape[2:])
 
+        if len(inputs.region_masks) != 3 or any(len(region) != self.num_levels for region in inputs.region_masks):
+            raise ValueError(f"region_masks must be 3 lists (full, face, lip) of {self.num_levels} levels")
         masks = []
         for level in range(self.num_levels):
             level_masks = []
@@ -185,8 +189,6 @@ class DenoisingUNet(_UNetLevels):
                     raise ValueError(f"a region mask has {mask.shape[0]} rows; expected 1 or the batch's {rows}")
                 level_masks.append(mask.expand(rows, -1).repeat_interleave(num_frames, dim=0))
             masks.append(tuple(level_masks))
-        if len(inputs.region_masks) != 3 or any(len(region) != self.num_levels for region in inputs.region_masks):
-            raise ValueError(f"region_masks must be 3 lists (full, face, lip) of {self.num_levels} levels")
 
         locator = None
         if inputs.face_locator_features is not None:
@@ -207,10 +209,11 @@ class DenoisingUNet(_UNetLevels):
             segments = row_segments(reference_rows, num_frames)
             # The frame rows that read the reference, in bank order, and the source each one reads.
             reading = [r * num_frames + f for r in range(rows) if reference_rows[r] for f in range(num_frames)]
-            sources = inputs.reference_source.to(self.device)[torch.tensor(reading, dtype=torch.long, device=self.device)]
-            for spatial in self.spatial_transformers():
-                key = spatial.reference_key
-                if reading:
+            if reading:
+                sources = inputs.reference_source.to(self.device)[torch.tensor(reading, dtype=torch.long, device=self.device)]
+                for spatial in self.spatial_transformers():
+                    key = spatial.reference_key
+                    # Projected once per source image, then laid out per reading frame row.
                     source_key, source_value = spatial.block.reference_kv(inputs.reference_tokens[key].to(self.device, dtype))
                     reference_kv[key] = (source_key[sources], source_value[sources])
         if inputs.motion_tokens is not None:
