@@ -236,6 +236,10 @@ class EmoCASTPipeline:
         generator = torch.Generator(device="cpu").manual_seed(config.seed)
         # The first clip continues from the reference image itself (upstream), whose latent we have.
         motion_latents = reference_latent.expand(config.num_motion_frames, -1, -1, -1)
+        # The frames just before the next clip, (M, H, W, 3) in [0, 1]; with a large overlap they reach
+        # back past the current clip's start, so they are carried from clip to clip.
+        reference_frame = ((reference.pixel_values[0].float().cpu() + 1) / 2).permute(1, 2, 0)
+        motion_frames = reference_frame.expand(config.num_motion_frames, -1, -1, -1)
         pending_tail: Optional[torch.Tensor] = None  # last `overlap` frames, waiting to be blended
         emitted = 0
         for clip_index, start in enumerate(starts):
@@ -265,8 +269,8 @@ class EmoCASTPipeline:
             # 3. Motion frames for the next clip: the frames just before its first frame.
             if clip_index + 1 < len(starts):
                 next_start = starts[clip_index + 1] - start
-                previous = frames[next_start - config.num_motion_frames: next_start]
-                motion_latents = self._encode_images(previous.permute(0, 3, 1, 2) * 2 - 1)
+                motion_frames = torch.cat([motion_frames, frames[:next_start]])[-config.num_motion_frames:]
+                motion_latents = self._encode_images(motion_frames.permute(0, 3, 1, 2) * 2 - 1)
 
             # 4. Emit finished frames; overlapping frames are cross-faded with the previous clip.
             if pending_tail is not None:

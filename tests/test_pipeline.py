@@ -270,3 +270,13 @@ def test_bad_settings_are_refused():
         GenerationConfig(clip_length=4, overlap=4)
     with pytest.raises(ValueError, match="active_fraction"):
         GuidanceConfig(active_fraction=1.5)
+
+
+def test_overlap_wider_than_the_new_frames_takes_motion_frames_from_earlier_clips(fixture):
+    """With clip_length - overlap < num_motion_frames the frames before the next clip start inside an
+    earlier clip (or at the reference); the video still has one frame per audio frame."""
+    motion_frames = fixture[0]["runtime"]["n_motion_frames"]
+    clip_length = motion_frames + 1
+    overlap = clip_length - 1  # one new frame per clip, fewer than the motion frames
+    video = _run(fixture, num_frames=clip_length + 2, num_inference_steps=1, clip_length=clip_length, overlap=overlap)
+    assert video.shape[0] == clip_length + 2 and torch.isfinite(video).all()
