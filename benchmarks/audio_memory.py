@@ -7,12 +7,12 @@ Each (length, feature path) runs in a fresh subprocess on the CPU with the demo 
 doing what `generate_video` does: decode the speech at 16 kHz, compute the audio features, decode
 the sound track at 48 kHz, generate clip by clip into an MP4 with the sound track muxed in.
 
-* ``whole``: `AudioEncoder.encode` over the whole audio and the windows of every frame (what the
-  command line and the nodes did before the streamed features);
+* ``whole``: `AudioEncoder.encode` over the whole audio and the windows of every frame, and the 48 kHz
+  sound track decoded and held for muxing (what the command line and the nodes did before);
 * ``streamed``: `AudioEncoder.stream`, which computes each clip's windows when the pipeline gets
-  there (what they do now);
-* ``streamed, silent video``: the same without decoding and muxing the 48 kHz sound track, to
-  separate what the features path holds from what the sound track holds.
+  there, and the sound track muxed by ffmpeg straight from the file (what they do now);
+* ``streamed, silent video``: the same without a sound track, to separate what the features path
+  holds from what muxing costs.
 
 Peak RSS (VmHWM) is reset after the models are loaded, read at the first denoising step (so it
 covers decoding, the features and the first clip's conditions: "before the first frame"), reset,
@@ -115,7 +115,8 @@ def child(args) -> None:
     else:
         features = models.audio_encoder.stream(speech, clip_length=config.clip_length)
         audio_windows = features
-    soundtrack = None if args.path.endswith("silent video") else load_audio(args.audio, sample_rate=48000)
+    # Before: the 48 kHz sound track decoded and held until muxing; now ffmpeg reads the file itself.
+    soundtrack = load_audio(args.audio, sample_rate=48000) if args.path == "whole" else None
 
     peaks = {}
 
@@ -128,7 +129,10 @@ def child(args) -> None:
     generated = min(features.num_frames, int(round(args.generate_seconds * float(features.fps))))
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "memory.mp4"
-        track = None if soundtrack is None else (soundtrack.waveform, soundtrack.sample_rate)
+        if soundtrack is not None:
+            track = (soundtrack.waveform, soundtrack.sample_rate)
+        else:
+            track = None if args.path.endswith("silent video") else args.audio
         with VideoWriter(out, fps=int(features.fps), preset="veryfast", audio=track) as writer:
             for chunk in pipeline.generate(ReferenceConditions.from_prepared(prepared), emotion, audio_windows,
                                            generated, config, progress=first_step):

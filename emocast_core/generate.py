@@ -28,7 +28,6 @@ from .validation import (
     find_face,
 )
 
-OUTPUT_AUDIO_RATE = 48000  # the muxed track is decoded again at this rate, not the 16 kHz model input
 # Audio influence on pose, face and lips for silent speech. wav2vec2 features of digital silence are
 # unlike anything the model saw (normalisation turns the clip into exact zeros) and dissolve the face;
 # without the audio's influence the mouth stays as the portrait shows it and the rest moves as usual.
@@ -82,7 +81,6 @@ def generate_video(
     Raises:
         InputError: a bad input, before anything is generated.
     """
-    from .conditioning.audio import load_audio
     from .conditioning.crop import paste_back
     from .scheduling import make_scheduler
     from .video import VideoWriter
@@ -104,7 +102,6 @@ def generate_video(
 
     scheduler = make_scheduler(request.generation.sampler)
     pipeline = EmoCASTPipeline(models.net, models.vae, scheduler)
-    soundtrack = load_audio(request.audio, sample_rate=OUTPUT_AUDIO_RATE)
     frames = pipeline.generate(
         ReferenceConditions.from_prepared(prepared),
         emotion,
@@ -117,7 +114,8 @@ def generate_video(
     out = Path(request.out).expanduser()
     created_folders = _make_folders(out.parent)
     try:
-        with VideoWriter(out, request.fps, audio=(soundtrack.waveform, soundtrack.sample_rate)) as writer:
+        # ffmpeg reads the sound track from the file itself: a long track is never held in memory.
+        with VideoWriter(out, request.fps, audio=request.audio) as writer:
             for chunk in frames:
                 if request.paste_back and prepared.crop is not None:
                     chunk = paste_back(chunk, prepared.crop, prepared.source_image)

@@ -30,7 +30,7 @@ import torch
 ArrayLike = Union[np.ndarray, torch.Tensor]
 # A waveform with its sample rate: ``(waveform, sample_rate)`` or ComfyUI's AUDIO dict
 # ``{"waveform": (B, C, S), "sample_rate": int}``.
-AudioInput = Union[tuple[ArrayLike, int], Mapping[str, Any]]
+AudioInput = Union[tuple[ArrayLike, int], Mapping[str, Any], str, os.PathLike]
 
 # Sample rates the AAC encoder accepts; anything else is resampled to 48 kHz by ffmpeg.
 AAC_SAMPLE_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
@@ -158,7 +158,9 @@ class VideoWriter:
         path: final ``.mp4`` path; its folder must exist. An existing file there is replaced on success.
         fps: frame rate (float, e.g. 25 or 29.97).
         audio: driving audio as ``(waveform, sample_rate)`` (mono/stereo, float in -1..1; ``(S,)``, ``(C, S)``
-            or ``(S, C)``) or a ComfyUI AUDIO dict. It is trimmed or padded with silence to the video length.
+            or ``(S, C)``), a ComfyUI AUDIO dict, or the path of a sound file (or a video's sound track),
+            which ffmpeg reads itself when muxing, so a long track is never held in memory. It is trimmed or
+            padded with silence to the video length.
         crf: x264 constant rate factor (lower is better quality; 17-23 is typical).
         preset: x264 preset (``ultrafast`` ... ``veryslow``).
         odd_size: ``"pad"`` repeats the last row/column to reach the even size yuv420p needs;
@@ -186,7 +188,14 @@ class VideoWriter:
         self.odd_size = odd_size
         self.audio_bitrate = audio_bitrate
         # Validate the audio now so that a bad input fails before any encoding work.
-        self._audio = _audio_to_channels_first(audio) if audio is not None else None
+        self._audio_file: Path | None = None
+        self._audio: tuple[np.ndarray, int] | None = None
+        if isinstance(audio, (str, os.PathLike)):
+            self._audio_file = Path(audio)
+            if not self._audio_file.is_file():
+                raise FileNotFoundError(f"audio file does not exist: {self._audio_file}")
+        elif audio is not None:
+            self._audio = _audio_to_channels_first(audio)
         if not self.path.parent.is_dir():
             raise FileNotFoundError(f"output folder does not exist: {self.path.parent}")
 
@@ -246,7 +255,7 @@ class VideoWriter:
             if self.num_frames == 0:
                 raise ValueError(f"no frames were written to {self.path}")
             self._finish_video_process()
-            if self._audio is not None:
+            if self._has_audio:
                 self._mux_audio()
             os.replace(self.partial_path, self.path)
         except BaseException:
@@ -298,7 +307,7 @@ class VideoWriter:
 
     def _start_video_process(self, height: int, width: int) -> None:
         even_height, even_width = height + height % 2, width + width % 2
-        output_path = self._video_only_path if self._audio is not None else self.partial_path
+        output_path = self._video_only_path if self._has_audio else self.partial_path
         command = [
             get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{even_width}x{even_height}",
@@ -328,15 +337,26 @@ class VideoWriter:
         if return_code != 0:
             raise RuntimeError(f"ffmpeg failed with exit code {return_code}: {self._ffmpeg_log()}")
 
+    @property
+    def _has_audio(self) -> bool:
+        return self._audio is not None or self._audio_file is not None
+
     def _mux_audio(self) -> None:
-        waveform, sample_rate = self._audio
-        num_samples = round(self.num_frames * sample_rate / self.fps)
-        write_wav(self._wav_path, fit_audio_length(waveform, num_samples), sample_rate)
-        output_rate = sample_rate if sample_rate in AAC_SAMPLE_RATES else AAC_FALLBACK_SAMPLE_RATE
+        if self._audio_file is not None:
+            # ffmpeg reads the file, pads it with silence (apad) and cuts it at the video's length (-t).
+            audio_input = ["-i", str(self._audio_file)]
+            fit_length = ["-af", "apad", "-t", f"{float(self.num_frames / self.fps):.6f}"]
+            output_rate = AAC_FALLBACK_SAMPLE_RATE
+        else:
+            waveform, sample_rate = self._audio
+            num_samples = round(self.num_frames * sample_rate / self.fps)
+            write_wav(self._wav_path, fit_audio_length(waveform, num_samples), sample_rate)
+            audio_input, fit_length = ["-i", str(self._wav_path)], []
+            output_rate = sample_rate if sample_rate in AAC_SAMPLE_RATES else AAC_FALLBACK_SAMPLE_RATE
         command = [
             get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-nostdin",
-            "-i", str(self._video_only_path), "-i", str(self._wav_path),
-            "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy",
+            "-i", str(self._video_only_path), *audio_input,
+            "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", *fit_length,
             "-c:a", "aac", "-b:a", self.audio_bitrate, "-ar", str(output_rate),
             "-movflags", "+faststart", str(self.partial_path),
         ]  # fmt: skip

@@ -15,6 +15,7 @@ from emocast_core.video import (
     probe_video,
     read_video_frames,
     write_video,
+    write_wav,
 )
 
 FAST = {"preset": "ultrafast", "crf": 18}
@@ -230,4 +231,26 @@ def test_ffmpeg_failure_is_reported_with_its_log_and_leaves_nothing(tmp_path):
     with pytest.raises(RuntimeError, match="ffmpeg") as error_info:
         write_video(tmp_path / "bad.mp4", _flat_frames(40, 64, 64), 25, preset="no-such-preset")
     assert "preset" in str(error_info.value).lower()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("seconds", [0.5, 2.0])
+def test_audio_from_a_file_is_trimmed_or_padded_to_the_video(tmp_path, seconds):
+    """A sound file given by path is read by ffmpeg when muxing (never held in memory) and ends with the video."""
+    rate = 22050
+    t = np.arange(int(seconds * rate)) / rate
+    source = tmp_path / "speech.wav"
+    write_wav(source, (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)[None], rate)
+    frames = np.zeros((25, 32, 32, 3), dtype=np.uint8)  # 1 s at 25 fps
+    with VideoWriter(tmp_path / "out.mp4", 25, audio=source, **FAST) as writer:
+        writer.write(frames)
+    info = probe_video(tmp_path / "out.mp4")
+    assert info.num_frames == 25 and info.has_audio and info.audio_codec == "aac"
+    assert info.audio_duration_s == pytest.approx(1.0, abs=0.05)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4", "speech.wav"]
+
+
+def test_a_missing_audio_file_is_refused_before_encoding(tmp_path):
+    with pytest.raises(FileNotFoundError, match="audio file does not exist"):
+        VideoWriter(tmp_path / "out.mp4", 25, audio=tmp_path / "nope.wav")
     assert list(tmp_path.iterdir()) == []
