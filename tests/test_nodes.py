@@ -8,8 +8,6 @@ The pack is loaded as a package from this repository, as ComfyUI loads it from `
 """
 from __future__ import annotations
 
-import asyncio
-import importlib.util
 import math
 import os
 import sys
@@ -20,46 +18,25 @@ import comfy_fixtures as cf
 import numpy as np
 import pytest
 import torch
+from comfy_in_process import import_comfyui, load_pack, node_classes
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _import_comfyui():
-    comfy_dir = os.environ.get("COMFYUI_DIR")
-    if comfy_dir and str(Path(comfy_dir) / "ComfyUI") not in sys.path:
-        sys.path.insert(0, str(Path(comfy_dir) / "ComfyUI"))
-    try:
-        from comfy.cli_args import args
+import_comfyui()
 
-        args.cpu = True  # before comfy.model_management picks a device
-        import comfy.model_management  # noqa: F401
-        import folder_paths  # noqa: F401
-        from comfy_api.latest import io  # noqa: F401
-    except Exception as error:  # ImportError, or a missing ComfyUI dependency
-        pytest.skip(f"ComfyUI is not importable here ({type(error).__name__}: {error}); set COMFYUI_DIR and run "
-                    "pytest with ComfyUI's Python", allow_module_level=True)
-
-
-_import_comfyui()
-
-import comfy.model_management as mm  # noqa: E402
-import folder_paths  # noqa: E402
+import comfy.model_management as mm
+import folder_paths
 
 
 @pytest.fixture(scope="module")
 def pack():
-    spec = importlib.util.spec_from_file_location("emocast_pack", REPO / "__init__.py",
-                                                  submodule_search_locations=[str(REPO)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["emocast_pack"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_pack()
 
 
 @pytest.fixture(scope="module")
 def nodes(pack):
-    extension = asyncio.run(pack.comfy_entrypoint())
-    return {node.GET_SCHEMA().node_id: node for node in asyncio.run(extension.get_node_list())}
+    return node_classes(pack)
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +85,7 @@ def test_model_folder_registration_keeps_extra_paths(pack, nodes):
 
 
 def test_loaders_list_the_files_in_place(models_root, nodes):
-    choices = lambda node_id, name: next(i for i in nodes[node_id].GET_SCHEMA().inputs if i.id == name).options  # noqa: E731
+    choices = lambda node_id, name: next(i for i in nodes[node_id].GET_SCHEMA().inputs if i.id == name).options
     assert "emocast/tiny_net.safetensors" in choices("EmoCASTModelLoader", "checkpoint")
     assert "vae/tiny_vae" in choices("EmoCASTModelLoader", "vae")
     assert "text_encoders/clip_l.safetensors" in choices("EmoCASTTextEncoderLoader", "text_encoder")

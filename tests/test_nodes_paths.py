@@ -12,14 +12,12 @@ The same cases through a real server's ``POST /prompt`` are in `test_comfyui_pat
 """
 from __future__ import annotations
 
-import asyncio
-import importlib
-import importlib.util
 import os
 import sys
 from pathlib import Path
 
 import pytest
+from comfy_in_process import import_comfyui, load_pack, node_classes
 from hostile_paths import (
     DEMO,
     HOSTILE,
@@ -34,24 +32,6 @@ from hostile_paths import (
 REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = [pytest.mark.comfyui]
-
-
-def _import_comfyui():
-    comfy_dir = os.environ.get("COMFYUI_DIR")
-    if comfy_dir and str(Path(comfy_dir) / "ComfyUI") not in sys.path:
-        sys.path.insert(0, str(Path(comfy_dir) / "ComfyUI"))
-    try:
-        from comfy.cli_args import args
-
-        args.cpu = True  # before comfy.model_management picks a device
-        # comfy.model_patcher, which the loaders import, also needs torchvision.
-        for module in ("comfy.model_management", "comfy.model_patcher", "comfy_api.latest"):
-            importlib.import_module(module)
-        import folder_paths
-    except Exception as error:  # noqa: BLE001  (ImportError, or any failure of a missing ComfyUI dependency)
-        pytest.skip(f"ComfyUI is not importable here ({type(error).__name__}: {error}); set COMFYUI_DIR and run "
-                    "pytest with ComfyUI's Python")
-    return folder_paths
 
 
 class FileAccessLog:
@@ -95,20 +75,12 @@ def access_log():
 
 @pytest.fixture(scope="module")
 def comfy_folders():
-    return _import_comfyui()
+    return import_comfyui()
 
 
 @pytest.fixture(scope="module")
 def nodes(comfy_folders):
-    module = sys.modules.get("emocast_pack")
-    if module is None:
-        spec = importlib.util.spec_from_file_location("emocast_pack", REPO / "__init__.py",
-                                                      submodule_search_locations=[str(REPO)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["emocast_pack"] = module
-        spec.loader.exec_module(module)
-    extension = asyncio.run(module.comfy_entrypoint())
-    return {node.GET_SCHEMA().node_id: node for node in asyncio.run(extension.get_node_list())}
+    return node_classes(load_pack())
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,7 @@ Python (``tests/test_comfyui_in_process.py`` does this from the project's Python
 """
 from __future__ import annotations
 
-import asyncio
-import importlib.util
 import logging
-import os
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,45 +14,22 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from comfy_in_process import import_comfyui, load_pack, node_classes
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _import_comfyui():
-    comfy_dir = os.environ.get("COMFYUI_DIR")
-    if comfy_dir and str(Path(comfy_dir) / "ComfyUI") not in sys.path:
-        sys.path.insert(0, str(Path(comfy_dir) / "ComfyUI"))
-    try:
-        from comfy.cli_args import args
-
-        args.cpu = True  # before comfy.model_management picks a device
-        import comfy.model_management  # noqa: F401
-        import folder_paths  # noqa: F401
-        from comfy_api.latest import io  # noqa: F401
-    except Exception as error:  # ImportError, or a missing ComfyUI dependency
-        pytest.skip(f"ComfyUI is not importable here ({type(error).__name__}: {error}); set COMFYUI_DIR and run "
-                    "pytest with ComfyUI's Python", allow_module_level=True)
-
-
-_import_comfyui()
+import_comfyui()
 
 
 @pytest.fixture(scope="module")
 def pack():
-    name = "emocast_pack"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "__init__.py", submodule_search_locations=[str(REPO)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_pack()
 
 
 @pytest.fixture(scope="module")
 def nodes(pack):
-    extension = asyncio.run(pack.comfy_entrypoint())
-    return {node.GET_SCHEMA().node_id: node for node in asyncio.run(extension.get_node_list())}
+    return node_classes(pack)
 
 
 @pytest.fixture(scope="module")
