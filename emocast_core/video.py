@@ -29,7 +29,7 @@ import torch
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 # A waveform with its sample rate: ``(waveform, sample_rate)`` or ComfyUI's AUDIO dict
-# ``{"waveform": (B, C, S), "sample_rate": int}``.
+# ``{"waveform": (B, C, S), "sample_rate": int}``; or the path of a sound file, read by ffmpeg when muxing.
 AudioInput = Union[tuple[ArrayLike, int], Mapping[str, Any], str, os.PathLike]
 
 # Sample rates the AAC encoder accepts; anything else is resampled to 48 kHz by ffmpeg.
@@ -166,6 +166,8 @@ class VideoWriter:
         odd_size: ``"pad"`` repeats the last row/column to reach the even size yuv420p needs;
             ``"error"`` raises instead.
         audio_bitrate: AAC bitrate for ffmpeg, e.g. ``"192k"``.
+        metadata: container tags written into the MP4 (e.g. ComfyUI's ``prompt`` and ``workflow`` as JSON,
+            as its own SaveVideo does, so that dropping the file on ComfyUI restores the graph).
     """
 
     def __init__(
@@ -178,6 +180,7 @@ class VideoWriter:
         preset: str = "medium",
         odd_size: Literal["pad", "error"] = "pad",
         audio_bitrate: str = "192k",
+        metadata: Mapping[str, str] | None = None,
     ) -> None:
         if odd_size not in ("pad", "error"):
             raise ValueError(f"odd_size must be 'pad' or 'error', got {odd_size!r}")
@@ -187,6 +190,7 @@ class VideoWriter:
         self.preset = preset
         self.odd_size = odd_size
         self.audio_bitrate = audio_bitrate
+        self.metadata = {str(key): str(value) for key, value in (metadata or {}).items()}
         # Validate the audio now so that a bad input fails before any encoding work.
         self._audio_file: Path | None = None
         self._audio: tuple[np.ndarray, int] | None = None
@@ -205,7 +209,8 @@ class VideoWriter:
         self.partial_path = self.path.with_name(f"{hidden_stem}.partial.mp4")
         self._video_only_path = self.path.with_name(f"{hidden_stem}.video.partial.mp4")
         self._wav_path = self.path.with_name(f"{hidden_stem}.audio.partial.wav")
-        self._temp_paths = [self.partial_path, self._video_only_path, self._wav_path]
+        self._metadata_path = self.path.with_name(f"{hidden_stem}.metadata.partial.txt")
+        self._temp_paths = [self.partial_path, self._video_only_path, self._wav_path, self._metadata_path]
 
         self.num_frames = 0
         self.frame_size: tuple[int, int] | None = None  # (height, width) of the input frames
@@ -308,15 +313,18 @@ class VideoWriter:
     def _start_video_process(self, height: int, width: int) -> None:
         even_height, even_width = height + height % 2, width + width % 2
         output_path = self._video_only_path if self._has_audio else self.partial_path
+        # The tags go into the file this command writes only when no audio is muxed in afterwards.
+        tags = [] if self._has_audio else self._metadata_arguments(input_index=1)
         command = [
             get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{even_width}x{even_height}",
-            "-framerate", f"{self.fps.numerator}/{self.fps.denominator}", "-i", "pipe:0",
+            "-framerate", f"{self.fps.numerator}/{self.fps.denominator}", "-i", "pipe:0", *tags[:4],
+            "-map", "0:v:0", *tags[4:],
             "-an", "-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf),
             # Convert with the BT.709 matrix and tag it, so players that assume BT.709 show true colours.
             "-vf", "scale=out_color_matrix=bt709:out_range=tv", "-pix_fmt", "yuv420p",
             "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv",
-            "-movflags", "+faststart", str(output_path),
+            "-movflags", self._movflags, str(output_path),
         ]  # fmt: skip
         # stderr goes to a file, not a pipe: an undrained pipe could fill up and stall ffmpeg.
         log_file = tempfile.TemporaryFile()
@@ -338,6 +346,20 @@ class VideoWriter:
             raise RuntimeError(f"ffmpeg failed with exit code {return_code}: {self._ffmpeg_log()}")
 
     @property
+    def _movflags(self) -> str:
+        # use_metadata_tags keeps custom keys (prompt, workflow) that the MP4 muxer would otherwise drop.
+        return "+faststart+use_metadata_tags" if self.metadata else "+faststart"
+
+    def _metadata_arguments(self, input_index: int) -> list[str]:
+        """``-f ffmetadata -i FILE -map_metadata N`` for the tags, or nothing. The tags travel in a file, not
+        on the command line, whose single arguments are limited to 128 KiB (a workflow can be larger)."""
+        if not self.metadata:
+            return []
+        lines = [";FFMETADATA1"] + [f"{_ffmetadata_escape(k)}={_ffmetadata_escape(v)}" for k, v in self.metadata.items()]
+        self._metadata_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return ["-f", "ffmetadata", "-i", str(self._metadata_path), "-map_metadata", str(input_index)]
+
+    @property
     def _has_audio(self) -> bool:
         return self._audio is not None or self._audio_file is not None
 
@@ -353,12 +375,13 @@ class VideoWriter:
             write_wav(self._wav_path, fit_audio_length(waveform, num_samples), sample_rate)
             audio_input, fit_length = ["-i", str(self._wav_path)], []
             output_rate = sample_rate if sample_rate in AAC_SAMPLE_RATES else AAC_FALLBACK_SAMPLE_RATE
+        tags = self._metadata_arguments(input_index=2)
         command = [
             get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-nostdin",
-            "-i", str(self._video_only_path), *audio_input,
-            "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", *fit_length,
+            "-i", str(self._video_only_path), *audio_input, *tags[:4],
+            "-map", "0:v:0", "-map", "1:a:0", *tags[4:], "-c:v", "copy", *fit_length,
             "-c:a", "aac", "-b:a", self.audio_bitrate, "-ar", str(output_rate),
-            "-movflags", "+faststart", str(self.partial_path),
+            "-movflags", self._movflags, str(self.partial_path),
         ]  # fmt: skip
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
@@ -378,6 +401,13 @@ class VideoWriter:
         return log[-2000:] or "(empty log)"
 
 
+def _ffmetadata_escape(text: str) -> str:
+    """ffmpeg's metadata file format: '=', ';', '#', '\\' and newlines are escaped with a backslash."""
+    for special in ("\\", "=", ";", "#", "\n"):
+        text = text.replace(special, "\\" + special)
+    return text
+
+
 def write_video(
     path: str | os.PathLike,
     frames: ArrayLike,
@@ -387,7 +417,7 @@ def write_video(
 ) -> Path:
     """Write a complete ``(T, H, W, 3)`` frame tensor (and optional audio) to an MP4; returns the path.
 
-    ``writer_options`` go to `VideoWriter` (``crf``, ``preset``, ``odd_size``, ``audio_bitrate``).
+    ``writer_options`` go to `VideoWriter` (``crf``, ``preset``, ``odd_size``, ``audio_bitrate``, ``metadata``).
     """
     with VideoWriter(path, fps, audio=audio, **writer_options) as writer:
         writer.write(frames)

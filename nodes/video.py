@@ -1,10 +1,12 @@
 """Video nodes: MP4 out (H.264 + AAC) and pasting the generated face crop back into the portrait."""
 from __future__ import annotations
 
+import json
 import os
 
 import folder_paths
 import torch
+from comfy.cli_args import args as comfy_args
 from comfy_api.latest import InputImpl, io, ui
 
 from ..emocast_core.conditioning.crop import paste_back
@@ -23,7 +25,8 @@ class EmoCASTVideoCombine(io.ComfyNode):
             display_name="EmoCAST Video Combine",
             category=CATEGORY,
             description="Writes the frames and the speech to an MP4 (H.264 + AAC) in ComfyUI's output folder. "
-                        "The audio is trimmed or padded to the video length.",
+                        "The audio is trimmed or padded to the video length. Like ComfyUI's Save Video, the file "
+                        "carries the workflow: drop it on ComfyUI to get the graph back.",
             inputs=[
                 io.Image.Input("images", tooltip="Video frames [T, H, W, 3] (e.g. from EmoCAST Sampler)."),
                 io.Float.Input("fps", default=25.0, min=1.0, max=120.0, step=1.0,
@@ -37,8 +40,21 @@ class EmoCASTVideoCombine(io.ComfyNode):
                                tooltip="Sound track, e.g. the audio output of EmoCAST Audio Features (the exact span used)."),
             ],
             outputs=[io.Video.Output(display_name="video")],
+            hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
             is_output_node=True,
         )
+
+    @classmethod
+    def _workflow_tags(cls) -> dict[str, str]:
+        """The tags ComfyUI's own Save Video writes: ``prompt`` and each extra_pnginfo entry (``workflow``), as JSON."""
+        if comfy_args.disable_metadata:
+            return {}
+        tags = {}
+        if cls.hidden.extra_pnginfo is not None:
+            tags.update({key: json.dumps(value) for key, value in cls.hidden.extra_pnginfo.items()})
+        if cls.hidden.prompt is not None:
+            tags["prompt"] = json.dumps(cls.hidden.prompt)
+        return tags
 
     @classmethod
     def validate_inputs(cls, filename_prefix=None):
@@ -59,7 +75,7 @@ class EmoCASTVideoCombine(io.ComfyNode):
         file = f"{filename}_{counter:05}_.mp4"
         path = os.path.join(folder, file)
         # The writer only creates `path` once the file is complete (a partial file never appears there).
-        write_video(path, images[..., :3], fps, audio=audio, crf=crf)
+        write_video(path, images[..., :3], fps, audio=audio, crf=crf, metadata=cls._workflow_tags())
         return io.NodeOutput(
             InputImpl.VideoFromFile(path),
             ui=ui.PreviewVideo([ui.SavedResult(file, subfolder, io.FolderType.output)]),

@@ -199,8 +199,12 @@ class ComfyServer:
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
-    def queue(self, prompt: dict, client_id: str = "emocast-tests") -> str:
-        status, body = self.post("/prompt", {"prompt": prompt, "client_id": client_id})
+    def queue(self, prompt: dict, client_id: str = "emocast-tests", workflow: dict | None = None) -> str:
+        """Queue an API prompt; ``workflow`` (the UI graph) travels as the browser sends it, in extra_pnginfo."""
+        body = {"prompt": prompt, "client_id": client_id}
+        if workflow is not None:
+            body["extra_data"] = {"extra_pnginfo": {"workflow": workflow}}
+        status, body = self.post("/prompt", body)
         assert status == 200, body
         return body["prompt_id"]
 

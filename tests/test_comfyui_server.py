@@ -17,6 +17,7 @@ import socket
 import uuid
 from pathlib import Path
 
+import av
 import comfy_fixtures as cf
 import pytest
 
@@ -193,10 +194,18 @@ def test_workflow_writes_a_video_with_the_speech(server, name):
     from emocast_core.video import probe_video
 
     size, frames = WORKFLOW_VIDEOS[name][0](), WORKFLOW_VIDEOS[name][1]
-    entry = server.wait(server.queue(tiny_prompt(name)))
+    prompt, workflow = tiny_prompt(name), json.loads((REPO / "workflows" / f"{name}.json").read_text())
+    entry = server.wait(server.queue(prompt, workflow=workflow))
     assert entry["status"]["status_str"] == "success", json.dumps(entry["status"], indent=1)[:4000]
     files = _output_files(entry)
     assert len(files) == 1, entry["outputs"]
+    # The MP4 carries its graph, as ComfyUI's own Save Video writes it: dropping it on ComfyUI restores it.
+    with av.open(str(server.output / files[0])) as container:
+        assert json.loads(container.metadata["workflow"]) == workflow
+        saved_prompt = json.loads(container.metadata["prompt"])
+    # The prompt as queued; ComfyUI adds bookkeeping of its own to each node (e.g. is_changed).
+    essentials = lambda graph: {key: (node["class_type"], node["inputs"]) for key, node in graph.items()}  # noqa: E731
+    assert essentials(saved_prompt) == essentials(prompt)
     info = probe_video(server.output / files[0])
     assert (info.num_frames, info.fps, info.width, info.height) == (frames, FPS, size, size)
     assert info.has_audio and info.audio_codec == "aac"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gc
+import json
 
 import av
 import numpy as np
@@ -254,3 +255,18 @@ def test_a_missing_audio_file_is_refused_before_encoding(tmp_path):
     with pytest.raises(FileNotFoundError, match="audio file does not exist"):
         VideoWriter(tmp_path / "out.mp4", 25, audio=tmp_path / "nope.wav")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("with_audio", [False, True])
+def test_metadata_tags_are_written_for_comfyui(tmp_path, with_audio):
+    """Custom tags (ComfyUI's prompt and workflow JSON) survive into the MP4, special characters and size
+    included, with and without a sound track, and their temporary file is removed."""
+    workflow = json.dumps({"nodes": [{"id": i, "title": "a=b; #c \\ d\nnext"} for i in range(3000)]})  # > 128 KiB
+    tags = {"prompt": json.dumps({"1": {"class_type": "LoadImage"}}), "workflow": workflow}
+    audio = (np.zeros((1, 16000), dtype=np.float32), 16000) if with_audio else None
+    with VideoWriter(tmp_path / "out.mp4", 25, audio=audio, metadata=tags, **FAST) as writer:
+        writer.write(np.zeros((5, 32, 32, 3), dtype=np.uint8))
+    with av.open(str(tmp_path / "out.mp4")) as container:
+        assert container.metadata["prompt"] == tags["prompt"]
+        assert json.loads(container.metadata["workflow"]) == json.loads(workflow)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
