@@ -10,7 +10,7 @@
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Union
 
 import torch
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
