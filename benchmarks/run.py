@@ -7,6 +7,7 @@
     python benchmarks/run.py full-size --device cuda   # ... and the GPU benchmark (s per s of video, peak VRAM)
     python benchmarks/run.py step                  # the denoising step vs the previous structure, side by side
     python benchmarks/run.py solvers               # PSNR vs DDIM 40 of cheaper solver settings (first clip)
+    python benchmarks/run.py vs-official --official-src DIR --official-python PY   # against the official pipeline, side by side
 
 Sections (`--sections timing,memory,flops`):
 
@@ -450,8 +451,9 @@ def report(args, results) -> str:
 
 
 def extra_sections() -> list[str]:
-    """Sections of the separate sub-commands (`full-size`, `step`, `solvers`), from their saved results."""
+    """Sections of the separate sub-commands (`full-size`, `step`, `vs-official`, `solvers`), from their saved results."""
     from full_size import full_size_report
+    from official_compare import official_report
     from solver_quality import solver_report
     from step_compare import step_report
 
@@ -460,7 +462,8 @@ def extra_sections() -> list[str]:
     full_size = {path.stem: json.loads(path.read_text()) for path in sorted(folder.glob("full_size_*.json"))}
     if full_size:
         parts.append(full_size_report(full_size))
-    for name, render in (("step_results.json", step_report), ("solver_results.json", solver_report)):
+    for name, render in (("step_results.json", step_report), ("official_results.json", official_report),
+                         ("solver_results.json", solver_report)):
         if (folder / name).is_file():
             parts.append(render(json.loads((folder / name).read_text())))
     if parts:
@@ -476,7 +479,7 @@ ONE_FORWARD_INTRO = (
     "dtype) and `denoising_unet(latents, t, prepared)` once per step, over all guidance branches in one batch "
     "(separate audio and emotion guidance add rows, not passes). The step has no host synchronisation and traces as "
     "one graph (`tests/test_step_compile.py`); `GenerationConfig(compile=True)` / `--compile` compiles it. The "
-    "sub-commands `full-size`, `step` and `solvers` measure it (each saves its results beside this script; this page "
+    "sub-commands `full-size`, `step`, `vs-official` and `solvers` measure it (each saves its results beside this script; this page "
     "is rendered from them). Results of sections 1-3 older than these were measured before the preparation existed.\n"
 )
 
@@ -603,6 +606,11 @@ def main(argv=None) -> None:
         from step_compare import main as step_compare
 
         step_compare(argv[1:])
+        return
+    if argv and argv[0] == "vs-official":
+        from official_compare import main as official_compare
+
+        official_compare(argv[1:])
         return
     if argv and argv[0] == "solvers":
         from solver_quality import main as solver_quality

@@ -263,10 +263,10 @@ def step_report(results: dict) -> str:
         f"`python benchmarks/run.py step`: one denoising step of a {results['frames']}-frame clip, this version against git "
         f"revision `{results['baseline']}` (every step assembled its own inputs), both imported into one process with the "
         f"same weights and inputs, {results['rounds']} interleaved rounds of {results['steps_per_round']} steps each. "
-        "Time is process CPU time per step (median over rounds); the ratio is taken round by round. The official code "
-        "is not installed on the machines this project is built on, so the comparison is with this project's previous "
-        "structure, which was measured side by side with the official pipeline at 1.035x its speed per frame (same tiny "
-        "weights, DDIM 40, joint guidance); the new step has not been timed against the official code itself.",
+        "Time is process CPU time per step (median over rounds); the ratio is taken round by round. The comparison here "
+        "is with this project's previous structure, which was measured side by side with the official pipeline at 1.035x "
+        "its speed per frame (same tiny weights, DDIM 40, joint guidance); the next section times the current pipeline "
+        "against the official code itself (`vs-official`).",
         "",
         "| guidance | s/step previous | s/step new | speed-up (range) | max rel. diff of the prediction |",
         "|---|---|---|---|---|",
