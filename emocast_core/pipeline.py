@@ -8,13 +8,14 @@ clips continuing the previous clip's last 2 frames, output trimmed to the audio'
 
 Beyond upstream (all opt-in): overlapping clips cross-faded at their borders, separate audio and
 emotion guidance, guidance on a fraction of the steps, per-frame emotion (keyframes), other
-solvers, progress/preview and cancellation hooks.
+solvers, progress/preview and cancellation hooks, the video's latents out and in (a second pass
+from given latents at `denoise` < 1), and any per-clip sampling loop (`ClipSampler`), e.g. ComfyUI's.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Protocol, Sequence
 
 import torch
 
@@ -29,6 +30,7 @@ from .guidance import (
     prepare_video_conditions,
 )
 from .models.net import EmoCASTNet
+from .video_latents import check_video_latents, decode_video_latents, from_video_latents, to_video_latents
 
 
 class GenerationCancelled(RuntimeError):
@@ -88,8 +90,13 @@ class GenerationConfig:
     decode_batch_size: int = 4
     # Compile the denoising step with torch.compile (one graph; the first clip pays the compile time).
     compile: bool = False
+    # With start latents: how much of the schedule is re-run, as ComfyUI's KSampler denoise (the
+    # `num_inference_steps` steps are the last ones of a schedule of num_inference_steps / denoise steps).
+    denoise: float = 1.0
 
     def __post_init__(self):
+        if not 0.0 < self.denoise <= 1.0:
+            raise ValueError(f"denoise must be in (0, 1], got {self.denoise}")
         if self.clip_length < 1:
             raise ValueError("clip_length must be at least 1")
         if not 0 <= self.overlap < self.clip_length:
@@ -140,9 +147,57 @@ class ProgressEvent:
     timestep: int
     preview: Optional[torch.Tensor] = None
 
+    # The sampler's current estimate of the clean latents, when it has one (ComfyUI's samplers do).
+    denoised: Optional[torch.Tensor] = None
+
     @property
     def fraction(self) -> float:
         return (self.clip_index * self.num_steps + self.step + 1) / (self.num_clips * self.num_steps)
+
+
+@dataclass
+class GeneratedClip:
+    """Finished frames of the video, in order: `frames` CPU float32 (n, H, W, 3) in [0, 1] and the
+    latents they were decoded from, `latents` CPU float32 (n, 4, h, w) in the VAE's own latent space
+    (see `video_latents`). Where overlapping clips are cross-faded, frames and latents are each blended."""
+
+    frames: torch.Tensor
+    latents: torch.Tensor
+
+
+@dataclass
+class ClipDenoising:
+    """One clip's denoising as a `ClipSampler` sees it.
+
+    noise: (1, 4, F, h, w) standard normal noise on the model's device and dtype, drawn from the
+    video's seed. start_latents: scaled latents (1, 4, F, h, w) to noise and denoise again (with
+    `denoise` < 1), or None to start from pure noise. predict(model_input, timestep) returns the
+    guided v-prediction (1, 4, F, h, w) and the raw per-branch rows (R, 4, F, h, w), rows `[uncond,
+    cond, ...]` (see `guidance.guided_prediction`). check_cancel() raises `GenerationCancelled` when
+    the host asked to stop; report_step(...) reports a finished step to the host.
+    """
+
+    clip_index: int
+    num_clips: int
+    noise: torch.Tensor
+    start_latents: Optional[torch.Tensor]
+    denoise: float
+    guidance_scale: float
+    predict: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+    check_cancel: Callable[[], None]
+    report_step: Callable[..., None]
+
+
+class ClipSampler(Protocol):
+    """A replaceable per-clip sampling loop: returns the clip's final scaled latents (1, 4, F, h, w).
+
+    The pipeline's own loop runs a diffusers scheduler (`GenerationConfig.sampler`); a host brings
+    its own (e.g. ComfyUI's k-diffusion samplers) by passing one to `EmoCASTPipeline.generate`. Its
+    `report_step(step, num_steps, latents, timestep, denoised=None)` calls take a host-side int
+    timestep, so that reporting never waits on the device.
+    """
+
+    def sample_clip(self, clip: ClipDenoising) -> torch.Tensor: ...
 
 
 def clip_starts(num_frames: int, clip_length: int, overlap: int) -> list[int]:
@@ -173,6 +228,11 @@ class EmoCASTPipeline:
     @property
     def dtype(self) -> torch.dtype:
         return self.net.denoising_unet.dtype
+
+    @property
+    def vae_scale_factor(self) -> int:
+        """Pixels per latent cell along each side (8 for SD's VAE)."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
     # --- the video -------------------------------------------------------------------------------
 
@@ -206,12 +266,34 @@ class EmoCASTPipeline:
         preview_every: int = 0,
     ) -> Iterator[torch.Tensor]:
         """Yield the video's frames in order, a clip's worth at a time, as CPU float32
-        (n, H, W, 3) in [0, 1]; exactly `num_frames` frames in total.
+        (n, H, W, 3) in [0, 1]; exactly `num_frames` frames in total (see `generate_clips`)."""
+        for clip in self.generate_clips(reference, emotion, audio_windows, num_frames, config, progress, should_cancel, preview_every):
+            yield clip.frames
+
+    @torch.no_grad()
+    def generate_clips(
+        self,
+        reference: ReferenceConditions,
+        emotion: EmotionConditions,
+        audio_windows: torch.Tensor,
+        num_frames: int,
+        config: Optional[GenerationConfig] = None,
+        progress: Optional[Callable[[ProgressEvent], None]] = None,
+        should_cancel: Optional[Callable[[], bool]] = None,
+        preview_every: int = 0,
+        start_latents: Optional[torch.Tensor] = None,
+        clip_sampler: Optional[ClipSampler] = None,
+    ) -> Iterator[GeneratedClip]:
+        """Yield the video's frames and their latents in order, a clip's worth at a time; exactly
+        `num_frames` frames in total.
 
         audio_windows: (T, window, layers, channels) wav2vec windows, T >= num_frames (frames past
         the end of the audio reuse the last window), or a per-clip source with `windows(start, stop)`
         and `len()` (e.g. `AudioEncoder.stream`'s, which never builds the whole video's windows).
         num_frames: the audio's video-frame count.
+        start_latents: (F >= num_frames, 4, h, w) VAE-space latents (`video_latents`) that frame i
+        starts from, noised to `config.denoise` of the schedule (a second pass); None = pure noise.
+        clip_sampler: the per-clip sampling loop; None = the diffusers scheduler `config.sampler`.
         """
         net = self.net
         config = config or GenerationConfig()
@@ -219,6 +301,13 @@ class EmoCASTPipeline:
             raise ValueError("num_frames must be at least 1")
         if len(audio_windows) < 1:
             raise ValueError("audio_windows is empty")
+        if start_latents is not None:
+            latent_size = [size // self.vae_scale_factor for size in reference.pixel_values.shape[-2:]]
+            check_video_latents(start_latents, num_frames, net.config.unet.in_channels, latent_size)
+        if clip_sampler is not None and config.guidance.active_fraction < 1.0:
+            # Another loop's steps are not known here ahead of time (a solver may call the model
+            # several times per step), so "guidance on the first steps only" has no meaning for it.
+            raise ValueError("guidance on part of the steps works with the built-in solvers only; set the guidance fraction to 1")
 
         # 1. Conditions fixed for the whole video.
         # The face front-end makes masks for SD's four UNet levels; a smaller network reads its first ones.
@@ -240,7 +329,7 @@ class EmoCASTPipeline:
         # back past the current clip's start, so they are carried from clip to clip.
         reference_frame = ((reference.pixel_values[0].float().cpu() + 1) / 2).permute(1, 2, 0)
         motion_frames = reference_frame.expand(config.num_motion_frames, -1, -1, -1)
-        pending_tail: Optional[torch.Tensor] = None  # last `overlap` frames, waiting to be blended
+        pending_tail: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # last `overlap` frames and latents, to blend
         emitted = 0
         for clip_index, start in enumerate(starts):
             stop = start + config.clip_length
@@ -260,10 +349,15 @@ class EmoCASTPipeline:
                 config.region_scales, config.num_inference_steps,
             )
 
+            clip_start_latents = None
+            if start_latents is not None:
+                index = torch.arange(start, stop).clamp(max=start_latents.shape[0] - 1)
+                clip_start_latents = from_video_latents(start_latents[index].float(), self.latent_scale).to(self.device, self.dtype)
             latents = self._denoise(
                 denoiser, clip_index, len(starts), prepared, conditions.face_locator_features.shape[-2:], config, generator,
-                progress, should_cancel, preview_every,
+                progress, should_cancel, preview_every, clip_start_latents, clip_sampler,
             )
+            video_latents = to_video_latents(latents, self.latent_scale).float().cpu()  # (F, 4, h, w)
             frames = self._decode(latents, config.decode_batch_size)  # (F, H, W, 3) on CPU
 
             # 3. Motion frames for the next clip: the frames just before its first frame.
@@ -272,18 +366,20 @@ class EmoCASTPipeline:
                 motion_frames = torch.cat([motion_frames, frames[:next_start]])[-config.num_motion_frames:]
                 motion_latents = self._encode_images(motion_frames.permute(0, 3, 1, 2) * 2 - 1)
 
-            # 4. Emit finished frames; overlapping frames are cross-faded with the previous clip.
+            # 4. Emit finished frames; overlapping frames are cross-faded with the previous clip (and
+            # their latents likewise, so that the latent output follows the frames).
             if pending_tail is not None:
                 weights = torch.linspace(0, 1, config.overlap + 2)[1:-1].view(-1, 1, 1, 1)
-                frames = frames.clone()
-                frames[: config.overlap] = (1 - weights) * pending_tail + weights * frames[: config.overlap]
+                frames, video_latents = frames.clone(), video_latents.clone()
+                frames[: config.overlap] = (1 - weights) * pending_tail[0] + weights * frames[: config.overlap]
+                video_latents[: config.overlap] = (1 - weights) * pending_tail[1] + weights * video_latents[: config.overlap]
             is_last = clip_index == len(starts) - 1
             keep = len(frames) if is_last or config.overlap == 0 else len(frames) - config.overlap
-            pending_tail = None if is_last or config.overlap == 0 else frames[keep:]
-            ready = frames[: min(keep, num_frames - emitted)]
-            emitted += len(ready)
-            if len(ready):
-                yield ready
+            pending_tail = None if is_last or config.overlap == 0 else (frames[keep:], video_latents[keep:])
+            count = min(keep, num_frames - emitted)
+            emitted += count
+            if count:
+                yield GeneratedClip(frames[:count], video_latents[:count])
             if emitted >= num_frames:
                 return
 
@@ -299,28 +395,53 @@ class EmoCASTPipeline:
         return unet
 
     def _denoise(self, denoiser, clip_index, num_clips, prepared: PreparedGuidance, latent_size, config: GenerationConfig,
-                 generator, progress, should_cancel, preview_every) -> torch.Tensor:
-        scheduler = self.scheduler
-        scheduler.set_timesteps(config.num_inference_steps, device=self.device)
+                 generator, progress, should_cancel, preview_every, start_latents=None, clip_sampler=None) -> torch.Tensor:
         shape = (1, self.net.config.unet.in_channels, config.clip_length, *latent_size)
         # Noise is drawn on the CPU so that a seed gives the same video on every device.
-        latents = torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device, self.dtype)
-        latents = latents * scheduler.init_noise_sigma
-        timesteps = scheduler.timesteps
+        noise = torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device, self.dtype)
+
+        def check_cancel(step: Optional[int] = None) -> None:
+            if should_cancel is not None and should_cancel():
+                when = f"before step {step + 1}" if step is not None else "during"
+                raise GenerationCancelled(f"cancelled {when} of clip {clip_index + 1}")
+
+        def report_step(step: int, num_steps: int, latents: torch.Tensor, timestep: int, denoised=None) -> None:
+            if progress is None:
+                return
+            preview = None
+            if preview_every and (step + 1) % preview_every == 0:
+                # The clean estimate when the sampler has one: noisy latents decode to noise.
+                shown = denoised if denoised is not None else latents
+                preview = self._decode(shown[:, :, :1], 1)[0]
+            progress(ProgressEvent(clip_index, num_clips, step, num_steps, latents, timestep, preview, denoised))
+
+        if clip_sampler is not None:
+            return clip_sampler.sample_clip(ClipDenoising(
+                clip_index, num_clips, noise, start_latents, config.denoise, prepared.scale,
+                predict=lambda model_input, timestep: guided_prediction(denoiser, model_input, timestep, prepared, True),
+                check_cancel=check_cancel, report_step=report_step,
+            ))
+
+        scheduler = self.scheduler
+        if start_latents is None:
+            scheduler.set_timesteps(config.num_inference_steps, device=self.device)
+            timesteps = scheduler.timesteps
+            latents = noise * scheduler.init_noise_sigma
+        else:
+            # As ComfyUI's KSampler denoise: the last steps of a schedule 1 / denoise times as long,
+            # starting from the given latents noised to the first of them.
+            scheduler.set_timesteps(int(config.num_inference_steps / config.denoise), device=self.device)
+            timesteps = scheduler.timesteps[-config.num_inference_steps:]
+            latents = scheduler.add_noise(start_latents, noise, timesteps[:1])
         # Host-side values decided once per clip, so the steps never wait on the device for them.
         timestep_values = timesteps.tolist()
         guided_steps = [config.guidance.is_active(step, len(timesteps)) for step in range(len(timesteps))]
         for step, timestep in enumerate(timesteps):
-            if should_cancel is not None and should_cancel():
-                raise GenerationCancelled(f"cancelled before step {step + 1} of clip {clip_index + 1}")
+            check_cancel(step)
             model_input = scheduler.scale_model_input(latents, timestep)
             prediction, _ = guided_prediction(denoiser, model_input, timestep, prepared, guided_steps[step])
             latents = scheduler.step(prediction, timestep, latents, return_dict=False)[0]
-            if progress is not None:
-                preview = None
-                if preview_every and (step + 1) % preview_every == 0:
-                    preview = self._decode(latents[:, :, :1], 1)[0]
-                progress(ProgressEvent(clip_index, num_clips, step, len(timesteps), latents, int(timestep_values[step]), preview))
+            report_step(step, len(timesteps), latents, int(timestep_values[step]))
         return latents
 
     @staticmethod
@@ -336,10 +457,5 @@ class EmoCASTPipeline:
         return self.vae.encode(pixels).latent_dist.mean * self.latent_scale
 
     def _decode(self, latents: torch.Tensor, batch_size: int) -> torch.Tensor:
-        """(1, 4, F, h, w) -> CPU float32 (F, H, W, 3) in [0, 1]."""
-        frames = latents[0].transpose(0, 1) / self.latent_scale
-        decoded = []
-        for chunk in frames.split(max(1, batch_size)):
-            image = self.vae.decode(chunk.to(self.vae.device, self.vae.dtype)).sample
-            decoded.append((image / 2 + 0.5).clamp(0, 1).float().cpu())
-        return torch.cat(decoded).permute(0, 2, 3, 1)
+        """(1, 4, F, h, w) scaled latents -> CPU float32 (F, H, W, 3) in [0, 1]."""
+        return decode_video_latents(self.vae, to_video_latents(latents, self.latent_scale), max(1, batch_size))
