@@ -346,11 +346,13 @@ def load_emocast_net(
     *,
     device: Union[str, torch.device] = "cpu",
     dtype: Union[str, torch.dtype, None] = None,
+    operations=None,
 ) -> EmoCASTNet:
     """Build `EmoCASTNet` and load `path` into it strictly; returns the net in eval mode.
 
     config: None uses the architecture stored in a converted file's metadata, else SD1.5.
     dtype: None keeps the file's floating dtype (float32 if it mixes dtypes).
+    operations: the layers' namespace (None: torch.nn; see `models/layers.py`).
     The net is built on the meta device (nothing allocated, no random init) and the file's
     tensors, each cast on the CPU and moved to `device`, become its parameters.
     """
@@ -365,7 +367,7 @@ def load_emocast_net(
     else:
         state_dict = load_state_dict(path, device=device, dtype=target_dtype)
 
-    net = EmoCASTNet.build(config, device="meta", dtype=target_dtype)
+    net = EmoCASTNet.build(config, device="meta", dtype=target_dtype, operations=operations or torch.nn)
     report = compare_keys(net.state_dict(), state_dict)
     if not report.matches:
         raise CheckpointError(format_key_report(str(path), report))

@@ -13,8 +13,8 @@
 Every block splits its work in two: `*_kv` methods project what is fixed for a clip (run once per
 clip by `DenoisingUNet.prepare`), `forward` does what depends on the latents. The attention itself
 is written out here (projections -> `scaled_dot_product_attention` -> output projection, what
-diffusers' `AttnProcessor2_0` computes for these modules) so the step does not go through diffusers'
-per-call processor dispatch. PyTorch's SDPA kernels accumulate the softmax in float32, so float16 /
+diffusers' `AttnProcessor2_0` computes for these modules) so the step goes through no per-call
+processor dispatch. PyTorch's SDPA kernels accumulate the softmax in float32, so float16 /
 bfloat16 attention over the 4096 + 4096 tokens of a 512x512 frame stays finite.
 """
 from __future__ import annotations
@@ -23,10 +23,9 @@ from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
-from diffusers.models.attention import FeedForward
-from diffusers.models.attention_processor import Attention
 from torch import nn
 
+from .layers import DEFAULT_OPERATIONS, Attention, FeedForward, Operations
 from .prepared import CrossAttentionKV, RowSegment
 
 
@@ -46,7 +45,7 @@ def output_projection(attn: Attention, hidden_states: torch.Tensor) -> torch.Ten
 
 
 def self_attention(attn: Attention, hidden_states: torch.Tensor) -> torch.Tensor:
-    """Plain self-attention through a diffusers `Attention`'s weights."""
+    """Plain self-attention through an `Attention`'s weights."""
     query, key, value = attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
     return output_projection(attn, multi_head_attention(attn, query, key, value))
 
@@ -62,17 +61,24 @@ class DecoupledTextFaceAttnProcessor(nn.Module):
     `encoder_hidden_states` is (B, L_text + num_face_tokens, D): the last `num_face_tokens` rows are
     the face-identity tokens. out = to_out(Attn(q, text K/V) + face_scale * Attn(q, face K/V)).
 
-    It is an `nn.Module` installed as the `processor` of the block's `attn2`, so its weights are
+    It is the `processor` module of the block's `attn2`, so its weights are
     stored as `attn2.processor.to_k_ip.0.weight` / `to_v_ip.0.weight`, the released layout.
     """
 
-    def __init__(self, hidden_size: int, cross_attention_dim: int, num_face_tokens: int = 4, face_scale: float = 1.0):
+    def __init__(
+        self,
+        hidden_size: int,
+        cross_attention_dim: int,
+        num_face_tokens: int = 4,
+        face_scale: float = 1.0,
+        operations: Operations = DEFAULT_OPERATIONS,
+    ):
         super().__init__()
         self.num_face_tokens = num_face_tokens
         self.face_scale = face_scale
         # Lists of one, as in the IP-Adapter layout the checkpoint uses.
-        self.to_k_ip = nn.ModuleList([nn.Linear(cross_attention_dim, hidden_size, bias=False)])
-        self.to_v_ip = nn.ModuleList([nn.Linear(cross_attention_dim, hidden_size, bias=False)])
+        self.to_k_ip = nn.ModuleList([operations.Linear(cross_attention_dim, hidden_size, bias=False)])
+        self.to_v_ip = nn.ModuleList([operations.Linear(cross_attention_dim, hidden_size, bias=False)])
 
     def key_values(self, attn: Attention, encoder_hidden_states: torch.Tensor) -> CrossAttentionKV:
         """(B, L_text + L_face, D) tokens -> their text and face keys/values."""
@@ -88,19 +94,6 @@ class DecoupledTextFaceAttnProcessor(nn.Module):
         face_out = multi_head_attention(attn, query, kv.face_key, kv.face_value)
         return output_projection(attn, text_out + self.face_scale * face_out)
 
-    def __call__(
-        self,
-        attn: Attention,
-        hidden_states: torch.Tensor,
-        encoder_hidden_states: Optional[torch.Tensor] = None,
-        attention_mask: Optional[torch.Tensor] = None,
-        **unused,
-    ) -> torch.Tensor:
-        """The diffusers processor contract (`attn2(hidden_states, encoder_hidden_states)`)."""
-        if encoder_hidden_states is None:
-            raise ValueError("decoupled text/face attention needs encoder_hidden_states")
-        return self.attend(attn, hidden_states, self.key_values(attn, encoder_hidden_states))
-
 
 class SpatialTransformerBlock(nn.Module):
     """SD1.5's transformer block with decoupled text/face cross-attention.
@@ -111,21 +104,24 @@ class SpatialTransformerBlock(nn.Module):
     upstream's reference-free unconditional branch.
     """
 
-    def __init__(self, dim: int, num_heads: int, cross_attention_dim: int, num_face_tokens: int):
+    def __init__(
+        self, dim: int, num_heads: int, cross_attention_dim: int, num_face_tokens: int, operations: Operations = DEFAULT_OPERATIONS
+    ):
         super().__init__()
         head_dim = dim // num_heads
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn1 = Attention(query_dim=dim, heads=num_heads, dim_head=head_dim)
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm1 = operations.LayerNorm(dim)
+        self.attn1 = Attention(query_dim=dim, heads=num_heads, dim_head=head_dim, operations=operations)
+        self.norm2 = operations.LayerNorm(dim)
         self.attn2 = Attention(
             query_dim=dim,
             cross_attention_dim=cross_attention_dim,
             heads=num_heads,
             dim_head=head_dim,
-            processor=DecoupledTextFaceAttnProcessor(dim, cross_attention_dim, num_face_tokens),
+            processor=DecoupledTextFaceAttnProcessor(dim, cross_attention_dim, num_face_tokens, operations=operations),
+            operations=operations,
         )
-        self.norm3 = nn.LayerNorm(dim)
-        self.ff = FeedForward(dim, activation_fn="geglu")
+        self.norm3 = operations.LayerNorm(dim)
+        self.ff = FeedForward(dim, operations=operations)
 
     # --- once per clip ---------------------------------------------------------------------------
 
@@ -193,29 +189,40 @@ class EmotiveAudioTransformerBlock(nn.Module):
 
     REGIONS = ("full", "face", "lip")
 
-    def __init__(self, dim: int, num_heads: int, audio_token_dim: int, emotion_token_dim: int, emotive_head_dim: int):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        audio_token_dim: int,
+        emotion_token_dim: int,
+        emotive_head_dim: int,
+        operations: Operations = DEFAULT_OPERATIONS,
+    ):
         super().__init__()
         head_dim = dim // num_heads
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn1 = Attention(query_dim=dim, heads=num_heads, dim_head=head_dim)
+        self.norm1 = operations.LayerNorm(dim)
+        self.attn1 = Attention(query_dim=dim, heads=num_heads, dim_head=head_dim, operations=operations)
         # Emotion queries audio: output has one token per text token, width of the text tokens.
         self.attn_audioemo = Attention(
-            query_dim=emotion_token_dim, cross_attention_dim=audio_token_dim, heads=num_heads, dim_head=emotive_head_dim
+            query_dim=emotion_token_dim, cross_attention_dim=audio_token_dim, heads=num_heads, dim_head=emotive_head_dim,
+            operations=operations,
         )
-        self.postnorm_audioemo = nn.LayerNorm(emotion_token_dim)
-        self.norm2 = nn.LayerNorm(dim)
+        self.postnorm_audioemo = operations.LayerNorm(emotion_token_dim)
+        self.norm2 = operations.LayerNorm(dim)
         # attn2_0 / attn2_1 / attn2_2 and the zero convs: pose ("full"), face, lip branches.
         for index, region in enumerate(self.REGIONS):
             self.add_module(
                 f"attn2_{index}",
-                Attention(query_dim=dim, cross_attention_dim=emotion_token_dim, heads=num_heads, dim_head=head_dim),
+                Attention(
+                    query_dim=dim, cross_attention_dim=emotion_token_dim, heads=num_heads, dim_head=head_dim, operations=operations
+                ),
             )
-            conv = nn.Conv2d(dim, dim, kernel_size=1)
+            conv = operations.Conv2d(dim, dim, kernel_size=1)
             nn.init.zeros_(conv.weight)
             nn.init.zeros_(conv.bias)
             self.add_module(f"zero_conv_{region}", conv)
-        self.norm3 = nn.LayerNorm(dim)
-        self.ff = FeedForward(dim, activation_fn="geglu")
+        self.norm3 = operations.LayerNorm(dim)
+        self.ff = FeedForward(dim, operations=operations)
 
     def _branches(self) -> tuple[Attention, Attention, Attention]:
         return self.attn2_0, self.attn2_1, self.attn2_2

@@ -2,8 +2,8 @@
 
 Feature maps and time embeddings travel frame-folded, (N, C, H, W) / (N, C_t) with
 N = batch x frames (batch-major), so SD's 2D
-layers (diffusers' `ResnetBlock2D`, `Downsample2D`, `Upsample2D`) run per frame exactly like
-upstream's "inflated" 3D layers. Each layer of a cross-attention level runs, in order:
+layers (`layers.ResnetBlock`, `Downsample`, `Upsample`) run per frame exactly like upstream's
+"inflated" 3D layers. Each layer of a cross-attention level runs, in order:
 
     resnet -> spatial transformer (+ reference features) -> audio module -> motion module
 
@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import torch
-from diffusers.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D
 from torch import nn
 
 from .config import AudioModuleConfig, MotionModuleConfig
+from .layers import DEFAULT_OPERATIONS, Downsample, Operations, ResnetBlock, Upsample
 from .motion import MotionModule
 from .prepared import PreparedClip
 from .transformer import AudioModule, SpatialTransformer
@@ -58,20 +58,31 @@ class LevelSpec:
     motion: Optional[MotionModuleConfig] = None  # None: no motion modules at this level
     # Whether the levels without attention run their motion modules (`UpstreamBehaviour`).
     run_plain_motion_modules: bool = False
+    # What the weight-holding layers are built from (see `layers.py`).
+    operations: Operations = DEFAULT_OPERATIONS
 
-    def resnet(self, in_channels: int, out_channels: int, output_scale_factor: float = 1.0) -> ResnetBlock2D:
-        return ResnetBlock2D(
+    def resnet(self, in_channels: int, out_channels: int, output_scale_factor: float = 1.0) -> ResnetBlock:
+        return ResnetBlock(
             in_channels=in_channels,
             out_channels=out_channels,
             temb_channels=self.temb_channels,
-            eps=self.norm_eps,
             groups=self.norm_num_groups,
-            non_linearity=self.act_fn,
+            eps=self.norm_eps,
+            act_fn=self.act_fn,
             output_scale_factor=output_scale_factor,
+            operations=self.operations,
         )
 
+    def downsample(self, channels: int, padding: int) -> Downsample:
+        return Downsample(channels, channels, padding=padding, operations=self.operations)
+
+    def upsample(self, channels: int) -> Upsample:
+        return Upsample(channels, channels, operations=self.operations)
+
     def spatial(self, channels: int) -> SpatialTransformer:
-        return SpatialTransformer(channels, self.num_heads, self.cross_attention_dim, self.num_face_tokens, self.norm_num_groups)
+        return SpatialTransformer(
+            channels, self.num_heads, self.cross_attention_dim, self.num_face_tokens, self.norm_num_groups, self.operations
+        )
 
     def audio_module(self, channels: int, width_source: int) -> AudioModule:
         # Upstream sizes the audio module from `width_source // heads` heads-widths, not `channels`.
@@ -84,11 +95,15 @@ class LevelSpec:
             self.audio.audio_token_dim,
             self.audio.emotion_token_dim,
             self.audio.emotive_head_dim,
+            self.operations,
         )
 
     def motion_module(self, channels: int) -> MotionModule:
         m = self.motion
-        return MotionModule(channels, m.num_attention_heads, m.num_transformer_blocks, m.num_attention_blocks, m.max_frames, m.norm_num_groups)
+        return MotionModule(
+            channels, m.num_attention_heads, m.num_transformer_blocks, m.num_attention_blocks, m.max_frames, m.norm_num_groups,
+            self.operations,
+        )
 
 
 class _AttentionLayers(nn.Module):
@@ -138,7 +153,7 @@ class CrossAttnDownLevel(_AttentionLayers):
         # Released layout: the audio module of layer i is as wide as that layer's input.
         self._build_attention_layers(spec, [out_channels] * num_layers, layer_inputs)
         self.downsamplers = (
-            nn.ModuleList([Downsample2D(out_channels, use_conv=True, out_channels=out_channels, padding=downsample_padding, name="op")])
+            nn.ModuleList([spec.downsample(out_channels, downsample_padding)])
             if add_downsample
             else None
         )
@@ -162,7 +177,7 @@ class DownLevel(nn.Module):
         self.motion_modules = nn.ModuleList([spec.motion_module(out_channels) for _ in layer_inputs]) if spec.motion else None
         self.run_motion_modules = spec.motion is not None and spec.run_plain_motion_modules
         self.downsamplers = (
-            nn.ModuleList([Downsample2D(out_channels, use_conv=True, out_channels=out_channels, padding=downsample_padding, name="op")])
+            nn.ModuleList([spec.downsample(out_channels, downsample_padding)])
             if add_downsample
             else None
         )
@@ -209,7 +224,7 @@ class CrossAttnUpLevel(_AttentionLayers):
         self.resnets = nn.ModuleList([spec.resnet(w, out_channels) for w in widths])
         # Released layout: every audio module of an up level is as wide as the level's skip input.
         self._build_attention_layers(spec, [out_channels] * num_layers, [in_channels] * num_layers)
-        self.upsamplers = nn.ModuleList([Upsample2D(out_channels, use_conv=True, out_channels=out_channels)]) if add_upsample else None
+        self.upsamplers = nn.ModuleList([spec.upsample(out_channels)]) if add_upsample else None
 
     def forward(self, hidden_states, skips, temb, inputs: BlockInputs, upsample_size=None):
         for index, resnet in enumerate(self.resnets):
@@ -227,7 +242,7 @@ class UpLevel(nn.Module):
         self.resnets = nn.ModuleList([spec.resnet(w, out_channels) for w in widths])
         self.motion_modules = nn.ModuleList([spec.motion_module(out_channels) for _ in widths]) if spec.motion else None
         self.run_motion_modules = spec.motion is not None and spec.run_plain_motion_modules
-        self.upsamplers = nn.ModuleList([Upsample2D(out_channels, use_conv=True, out_channels=out_channels)]) if add_upsample else None
+        self.upsamplers = nn.ModuleList([spec.upsample(out_channels)]) if add_upsample else None
 
     def forward(self, hidden_states, skips, temb, inputs: BlockInputs, upsample_size=None):
         for index, resnet in enumerate(self.resnets):

@@ -5,11 +5,10 @@ from __future__ import annotations
 import math
 
 import torch
-from diffusers.models.attention import FeedForward
-from diffusers.models.attention_processor import Attention
 from torch import nn
 
 from .attention import self_attention
+from .layers import DEFAULT_OPERATIONS, Attention, FeedForward, Operations
 
 
 class SinusoidalFramePositions(nn.Module):
@@ -31,14 +30,16 @@ class SinusoidalFramePositions(nn.Module):
             raise ValueError(
                 f"a motion module sees {num_frames} frames (clip + motion frames) but supports at most {self.pe.shape[1]}"
             )
-        return sequence + self.pe[:, :num_frames].to(sequence.dtype)
+        # The table is a buffer, not a weight: a host that loads the model partially (ComfyUI) may
+        # leave it on the offload device, so it follows the tokens.
+        return sequence + self.pe[:, :num_frames].to(sequence.device, sequence.dtype)
 
 
 class TemporalSelfAttention(Attention):
     """Self-attention across frames at each spatial position, with frame positions added first."""
 
-    def __init__(self, dim: int, num_heads: int, max_frames: int):
-        super().__init__(query_dim=dim, heads=num_heads, dim_head=dim // num_heads)
+    def __init__(self, dim: int, num_heads: int, max_frames: int, operations: Operations = DEFAULT_OPERATIONS):
+        super().__init__(query_dim=dim, heads=num_heads, dim_head=dim // num_heads, operations=operations)
         self.pos_encoder = SinusoidalFramePositions(dim, max_frames)
 
     def forward(self, tokens: torch.Tensor, num_frames: int) -> torch.Tensor:  # type: ignore[override]
@@ -53,14 +54,14 @@ class TemporalSelfAttention(Attention):
 
 
 class TemporalTransformerBlock(nn.Module):
-    def __init__(self, dim: int, num_heads: int, num_attention_blocks: int, max_frames: int):
+    def __init__(self, dim: int, num_heads: int, num_attention_blocks: int, max_frames: int, operations: Operations = DEFAULT_OPERATIONS):
         super().__init__()
         self.attention_blocks = nn.ModuleList(
-            [TemporalSelfAttention(dim, num_heads, max_frames) for _ in range(num_attention_blocks)]
+            [TemporalSelfAttention(dim, num_heads, max_frames, operations) for _ in range(num_attention_blocks)]
         )
-        self.norms = nn.ModuleList([nn.LayerNorm(dim) for _ in range(num_attention_blocks)])
-        self.ff = FeedForward(dim, activation_fn="geglu")
-        self.ff_norm = nn.LayerNorm(dim)
+        self.norms = nn.ModuleList([operations.LayerNorm(dim) for _ in range(num_attention_blocks)])
+        self.ff = FeedForward(dim, operations=operations)
+        self.ff_norm = operations.LayerNorm(dim)
 
     def forward(self, tokens: torch.Tensor, num_frames: int) -> torch.Tensor:
         for attention, norm in zip(self.attention_blocks, self.norms):
@@ -69,14 +70,23 @@ class TemporalTransformerBlock(nn.Module):
 
 
 class TemporalTransformer(nn.Module):
-    def __init__(self, channels: int, num_heads: int, num_blocks: int, num_attention_blocks: int, max_frames: int, norm_num_groups: int):
+    def __init__(
+        self,
+        channels: int,
+        num_heads: int,
+        num_blocks: int,
+        num_attention_blocks: int,
+        max_frames: int,
+        norm_num_groups: int,
+        operations: Operations = DEFAULT_OPERATIONS,
+    ):
         super().__init__()
-        self.norm = nn.GroupNorm(norm_num_groups, channels, eps=1e-6)
-        self.proj_in = nn.Linear(channels, channels)
+        self.norm = operations.GroupNorm(norm_num_groups, channels, eps=1e-6)
+        self.proj_in = operations.Linear(channels, channels)
         self.transformer_blocks = nn.ModuleList(
-            [TemporalTransformerBlock(channels, num_heads, num_attention_blocks, max_frames) for _ in range(num_blocks)]
+            [TemporalTransformerBlock(channels, num_heads, num_attention_blocks, max_frames, operations) for _ in range(num_blocks)]
         )
-        self.proj_out = nn.Linear(channels, channels)
+        self.proj_out = operations.Linear(channels, channels)
         # AnimateDiff starts as an identity: the residual carries the input.
         nn.init.zeros_(self.proj_out.weight)
         nn.init.zeros_(self.proj_out.bias)
@@ -101,10 +111,19 @@ class MotionModule(nn.Module):
     along time so the clip continues them, and cut off again afterwards.
     """
 
-    def __init__(self, channels: int, num_heads: int, num_blocks: int, num_attention_blocks: int, max_frames: int, norm_num_groups: int):
+    def __init__(
+        self,
+        channels: int,
+        num_heads: int,
+        num_blocks: int,
+        num_attention_blocks: int,
+        max_frames: int,
+        norm_num_groups: int,
+        operations: Operations = DEFAULT_OPERATIONS,
+    ):
         super().__init__()
         self.temporal_transformer = TemporalTransformer(
-            channels, num_heads, num_blocks, num_attention_blocks, max_frames, norm_num_groups
+            channels, num_heads, num_blocks, num_attention_blocks, max_frames, norm_num_groups, operations
         )
 
     def forward(self, hidden_states: torch.Tensor, num_frames: int, motion_frames: torch.Tensor | None = None) -> torch.Tensor:

@@ -7,23 +7,29 @@ import torch
 from torch import nn
 
 from .config import EmoCASTConfig
+from .layers import DEFAULT_OPERATIONS, Operations
 from .projections import AudioProjModel, FaceLocator, ImageProjModel
 from .unet import DenoisingUNet, ReferenceUNet
 
 
 class EmoCASTNet(nn.Module):
-    """All learned weights of EmoCAST, under the released top-level names."""
+    """All learned weights of EmoCAST, under the released top-level names.
 
-    def __init__(self, config: EmoCASTConfig):
+    operations: what the weight-holding layers are built from (`torch.nn`, or a host's namespace
+    with the same constructors such as ComfyUI's `comfy.ops.disable_weight_init`; see `layers.py`).
+    """
+
+    def __init__(self, config: EmoCASTConfig, operations: Operations = DEFAULT_OPERATIONS):
         super().__init__()
         self.config = config
         unet = config.unet
-        self.reference_unet = ReferenceUNet(config)
-        self.denoising_unet = DenoisingUNet(config)
+        self.reference_unet = ReferenceUNet(config, operations)
+        self.denoising_unet = DenoisingUNet(config, operations)
         self.face_locator = FaceLocator(
-            unet.block_out_channels[0], config.face_locator_conditioning_channels, config.face_locator_block_out_channels
+            unet.block_out_channels[0], config.face_locator_conditioning_channels, config.face_locator_block_out_channels,
+            operations,
         )
-        self.imageproj = ImageProjModel(unet.cross_attention_dim, config.face_embedding_dim, config.num_face_tokens)
+        self.imageproj = ImageProjModel(unet.cross_attention_dim, config.face_embedding_dim, config.num_face_tokens, operations)
         self.audioproj = AudioProjModel(
             config.audio_window,
             config.audio_layers,
@@ -31,10 +37,23 @@ class EmoCASTNet(nn.Module):
             config.audio_intermediate_dim,
             config.audio.audio_token_dim,
             config.num_audio_tokens,
+            operations,
         )
 
+    def set_execution_device(self, device: Optional[torch.device]) -> None:
+        """Tell both UNets where to compute when the weights are not all there (a host's partial
+        load); None: where the weights are."""
+        self.reference_unet.execution_device = device
+        self.denoising_unet.execution_device = device
+
     @classmethod
-    def build(cls, config: EmoCASTConfig, device: Optional[torch.device | str] = None, dtype: Optional[torch.dtype] = None) -> "EmoCASTNet":
+    def build(
+        cls,
+        config: EmoCASTConfig,
+        device: Optional[torch.device | str] = None,
+        dtype: Optional[torch.dtype] = None,
+        operations: Operations = DEFAULT_OPERATIONS,
+    ) -> "EmoCASTNet":
         """Build without spending time on random initialisation when weights will be loaded.
 
         On `device="meta"` nothing is allocated (the shape-only model, e.g. for key checks). On
@@ -42,7 +61,7 @@ class EmoCASTNet(nn.Module):
         so a 2.5 B-parameter model costs one allocation and no random-number generation.
         """
         with torch.device("meta"):
-            net = cls(config)
+            net = cls(config, operations)
         if str(device) == "meta":
             return net if dtype is None else net.to(dtype)
         net = net.to_empty(device=device or "cpu")

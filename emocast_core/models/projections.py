@@ -13,19 +13,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import DEFAULT_OPERATIONS, Operations
+
 
 class FaceLocator(nn.Module):
     """Per-frame conv stack; its stride-2 convs match the VAE's downsampling, its last conv starts at
     zero so a fresh locator adds nothing."""
 
-    def __init__(self, conditioning_embedding_channels: int, conditioning_channels: int = 3, block_out_channels: tuple[int, ...] = (16, 32, 64, 128)):
+    def __init__(
+        self,
+        conditioning_embedding_channels: int,
+        conditioning_channels: int = 3,
+        block_out_channels: tuple[int, ...] = (16, 32, 64, 128),
+        operations: Operations = DEFAULT_OPERATIONS,
+    ):
         super().__init__()
-        self.conv_in = nn.Conv2d(conditioning_channels, block_out_channels[0], kernel_size=3, padding=1)
+        self.conv_in = operations.Conv2d(conditioning_channels, block_out_channels[0], kernel_size=3, padding=1)
         self.blocks = nn.ModuleList()
         for channels_in, channels_out in zip(block_out_channels[:-1], block_out_channels[1:]):
-            self.blocks.append(nn.Conv2d(channels_in, channels_in, kernel_size=3, padding=1))
-            self.blocks.append(nn.Conv2d(channels_in, channels_out, kernel_size=3, padding=1, stride=2))
-        self.conv_out = nn.Conv2d(block_out_channels[-1], conditioning_embedding_channels, kernel_size=3, padding=1)
+            self.blocks.append(operations.Conv2d(channels_in, channels_in, kernel_size=3, padding=1))
+            self.blocks.append(operations.Conv2d(channels_in, channels_out, kernel_size=3, padding=1, stride=2))
+        self.conv_out = operations.Conv2d(block_out_channels[-1], conditioning_embedding_channels, kernel_size=3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
@@ -45,12 +53,18 @@ class FaceLocator(nn.Module):
 
 
 class ImageProjModel(nn.Module):
-    def __init__(self, cross_attention_dim: int = 768, clip_embeddings_dim: int = 512, clip_extra_context_tokens: int = 4):
+    def __init__(
+        self,
+        cross_attention_dim: int = 768,
+        clip_embeddings_dim: int = 512,
+        clip_extra_context_tokens: int = 4,
+        operations: Operations = DEFAULT_OPERATIONS,
+    ):
         super().__init__()
         self.cross_attention_dim = cross_attention_dim
         self.num_tokens = clip_extra_context_tokens
-        self.proj = nn.Linear(clip_embeddings_dim, clip_extra_context_tokens * cross_attention_dim)
-        self.norm = nn.LayerNorm(cross_attention_dim)
+        self.proj = operations.Linear(clip_embeddings_dim, clip_extra_context_tokens * cross_attention_dim)
+        self.norm = operations.LayerNorm(cross_attention_dim)
 
     def forward(self, face_embedding: torch.Tensor) -> torch.Tensor:
         """(B, 512) -> (B, 4, D)."""
@@ -59,15 +73,24 @@ class ImageProjModel(nn.Module):
 
 
 class AudioProjModel(nn.Module):
-    def __init__(self, seq_len: int = 5, blocks: int = 12, channels: int = 768, intermediate_dim: int = 512, output_dim: int = 768, context_tokens: int = 32):
+    def __init__(
+        self,
+        seq_len: int = 5,
+        blocks: int = 12,
+        channels: int = 768,
+        intermediate_dim: int = 512,
+        output_dim: int = 768,
+        context_tokens: int = 32,
+        operations: Operations = DEFAULT_OPERATIONS,
+    ):
         super().__init__()
         self.input_dim = seq_len * blocks * channels
         self.context_tokens = context_tokens
         self.output_dim = output_dim
-        self.proj1 = nn.Linear(self.input_dim, intermediate_dim)
-        self.proj2 = nn.Linear(intermediate_dim, intermediate_dim)
-        self.proj3 = nn.Linear(intermediate_dim, context_tokens * output_dim)
-        self.norm = nn.LayerNorm(output_dim)
+        self.proj1 = operations.Linear(self.input_dim, intermediate_dim)
+        self.proj2 = operations.Linear(intermediate_dim, intermediate_dim)
+        self.proj3 = operations.Linear(intermediate_dim, context_tokens * output_dim)
+        self.norm = operations.LayerNorm(output_dim)
 
     def forward(self, audio_windows: torch.Tensor) -> torch.Tensor:
         """(B, F, window, layers, channels) -> (B, F, 32, D)."""

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .attention import EmotiveAudioTransformerBlock, SpatialTransformerBlock
+from .layers import DEFAULT_OPERATIONS, Operations
 from .prepared import CrossAttentionKV, RowSegment
 
 
@@ -24,14 +25,22 @@ def _to_feature_map(tokens: torch.Tensor, height: int, width: int) -> torch.Tens
 class SpatialTransformer(nn.Module):
     """SD's `Transformer2DModel` (conv projections) holding `SpatialTransformerBlock`s."""
 
-    def __init__(self, channels: int, num_heads: int, cross_attention_dim: int, num_face_tokens: int, norm_num_groups: int):
+    def __init__(
+        self,
+        channels: int,
+        num_heads: int,
+        cross_attention_dim: int,
+        num_face_tokens: int,
+        norm_num_groups: int,
+        operations: Operations = DEFAULT_OPERATIONS,
+    ):
         super().__init__()
-        self.norm = nn.GroupNorm(norm_num_groups, channels, eps=1e-6)
-        self.proj_in = nn.Conv2d(channels, channels, kernel_size=1)
+        self.norm = operations.GroupNorm(norm_num_groups, channels, eps=1e-6)
+        self.proj_in = operations.Conv2d(channels, channels, kernel_size=1)
         self.transformer_blocks = nn.ModuleList(
-            [SpatialTransformerBlock(channels, num_heads, cross_attention_dim, num_face_tokens)]
+            [SpatialTransformerBlock(channels, num_heads, cross_attention_dim, num_face_tokens, operations)]
         )
-        self.proj_out = nn.Conv2d(channels, channels, kernel_size=1)
+        self.proj_out = operations.Conv2d(channels, channels, kernel_size=1)
 
     @property
     def block(self) -> SpatialTransformerBlock:
@@ -75,14 +84,15 @@ class AudioModule(nn.Module):
         audio_token_dim: int,
         emotion_token_dim: int,
         emotive_head_dim: int,
+        operations: Operations = DEFAULT_OPERATIONS,
     ):
         super().__init__()
-        self.norm = nn.GroupNorm(norm_num_groups, channels, eps=1e-6)
-        self.proj_in = nn.Conv2d(channels, inner_dim, kernel_size=1)
+        self.norm = operations.GroupNorm(norm_num_groups, channels, eps=1e-6)
+        self.proj_in = operations.Conv2d(channels, inner_dim, kernel_size=1)
         self.transformer_blocks = nn.ModuleList(
-            [EmotiveAudioTransformerBlock(inner_dim, num_heads, audio_token_dim, emotion_token_dim, emotive_head_dim)]
+            [EmotiveAudioTransformerBlock(inner_dim, num_heads, audio_token_dim, emotion_token_dim, emotive_head_dim, operations)]
         )
-        self.proj_out = nn.Conv2d(inner_dim, channels, kernel_size=1)
+        self.proj_out = operations.Conv2d(inner_dim, channels, kernel_size=1)
 
     @property
     def block(self) -> EmotiveAudioTransformerBlock:

@@ -10,14 +10,15 @@
 """
 from __future__ import annotations
 
-from typing import Union
+from typing import Optional, Union
 
 import torch
-from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+from diffusers.models.embeddings import Timesteps
 from torch import nn
 
 from .blocks import BlockInputs, CrossAttnDownLevel, CrossAttnMidLevel, CrossAttnUpLevel, DownLevel, LevelSpec, UpLevel
 from .config import EmoCASTConfig
+from .layers import DEFAULT_OPERATIONS, Operations, TimestepEmbedding
 from .prepared import DenoiserInputs, PreparedClip, row_segments
 from .reference import ReferenceNetFeatures
 from .transformer import AudioModule, SpatialTransformer
@@ -34,7 +35,7 @@ def _has_attention(block_type: str) -> bool:
 class _UNetLevels(nn.Module):
     """conv_in, time embedding and the down / mid / up levels common to both UNets."""
 
-    def __init__(self, config: EmoCASTConfig, with_audio_and_motion: bool):
+    def __init__(self, config: EmoCASTConfig, with_audio_and_motion: bool, operations: Operations = DEFAULT_OPERATIONS):
         super().__init__()
         unet = config.unet
         channels = unet.block_out_channels
@@ -42,9 +43,11 @@ class _UNetLevels(nn.Module):
         num_levels = len(channels)
         temb_channels = channels[0] * 4
         self.num_levels = num_levels
-        self.conv_in = nn.Conv2d(unet.in_channels, channels[0], kernel_size=3, padding=1)
+        # Set by a host that computes somewhere other than where (some of) the weights are (see `device`).
+        self.execution_device: Optional[torch.device] = None
+        self.conv_in = operations.Conv2d(unet.in_channels, channels[0], kernel_size=3, padding=1)
         self.time_proj = Timesteps(channels[0], unet.flip_sin_to_cos, unet.freq_shift)
-        self.time_embedding = TimestepEmbedding(channels[0], temb_channels)
+        self.time_embedding = TimestepEmbedding(channels[0], temb_channels, operations)
 
         def spec(level: int, num_heads: int, downsampling: int) -> LevelSpec:
             with_motion = with_audio_and_motion and downsampling in config.motion.resolutions
@@ -60,6 +63,7 @@ class _UNetLevels(nn.Module):
                 audio=config.audio if with_audio_and_motion else None,
                 motion=config.motion if with_motion else None,
                 run_plain_motion_modules=config.upstream.run_plain_block_motion_modules,
+                operations=operations,
             )
 
         self.down_blocks = nn.ModuleList()
@@ -110,7 +114,10 @@ class _UNetLevels(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.conv_in.weight.device
+        """Where the UNet computes: where its weights are, unless the host set `execution_device`
+        because it keeps some weights on an offload device and casts them in layer by layer
+        (ComfyUI's partial loading, with layers built from `comfy.ops`)."""
+        return self.execution_device or self.conv_in.weight.device
 
     def _time_embedding(self, timestep: Union[torch.Tensor, float, int], batch: int, device: torch.device) -> torch.Tensor:
         timesteps = torch.as_tensor(timestep, device=device)
@@ -138,8 +145,8 @@ class _UNetLevels(nn.Module):
 class ReferenceUNet(_UNetLevels):
     """SD1.5's UNet used as a feature extractor for the reference image (no output head)."""
 
-    def __init__(self, config: EmoCASTConfig):
-        super().__init__(config, with_audio_and_motion=False)
+    def __init__(self, config: EmoCASTConfig, operations: Operations = DEFAULT_OPERATIONS):
+        super().__init__(config, with_audio_and_motion=False, operations=operations)
 
     def forward(self, latents: torch.Tensor, encoder_hidden_states: torch.Tensor, timestep: Union[torch.Tensor, int] = 0) -> ReferenceNetFeatures:
         """latents (N, 4, h, w); encoder_hidden_states (N, 81, D), the text+face tokens of each image.
@@ -159,12 +166,12 @@ class ReferenceUNet(_UNetLevels):
 class DenoisingUNet(_UNetLevels):
     """The video denoiser. `forward` predicts v for a batch of clips."""
 
-    def __init__(self, config: EmoCASTConfig):
-        super().__init__(config, with_audio_and_motion=True)
+    def __init__(self, config: EmoCASTConfig, operations: Operations = DEFAULT_OPERATIONS):
+        super().__init__(config, with_audio_and_motion=True, operations=operations)
         channels = config.unet.block_out_channels
-        self.conv_norm_out = nn.GroupNorm(config.unet.norm_num_groups, channels[0], eps=config.unet.norm_eps)
+        self.conv_norm_out = operations.GroupNorm(config.unet.norm_num_groups, channels[0], eps=config.unet.norm_eps)
         self.conv_act = nn.SiLU()
-        self.conv_out = nn.Conv2d(channels[0], config.unet.out_channels, kernel_size=3, padding=1)
+        self.conv_out = operations.Conv2d(channels[0], config.unet.out_channels, kernel_size=3, padding=1)
 
     def prepare(self, inputs: DenoiserInputs) -> PreparedClip:
         """Everything the steps of one clip share (see `models/prepared.py`), once per clip.

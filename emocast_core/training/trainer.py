@@ -69,17 +69,17 @@ def apply_gradient_checkpointing(net: EmoCASTNet) -> int:
     """Recompute the activations of every transformer, audio/motion module and resnet in the
     backward pass. Uses torch's checkpoint wrapper, whose state-dict hooks keep the key names
     (the exported `net.pth` is unchanged). Returns the number of wrapped modules."""
-    from diffusers.models.resnet import ResnetBlock2D
     from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
         CheckpointImpl,
         apply_activation_checkpointing,
         checkpoint_wrapper,
     )
 
+    from ..models.layers import ResnetBlock
     from ..models.motion import MotionModule
     from ..models.transformer import AudioModule, SpatialTransformer
 
-    kinds = (SpatialTransformer, AudioModule, MotionModule, ResnetBlock2D)
+    kinds = (SpatialTransformer, AudioModule, MotionModule, ResnetBlock)
     count = sum(1 for module in net.modules() if isinstance(module, kinds))
     apply_activation_checkpointing(
         net,
