@@ -2,7 +2,8 @@
 
 Each command is registered by an `add_<name>_command(subparsers)` function that declares its
 arguments and sets `handler`, a function taking the parsed arguments and returning an exit code.
-Heavy imports happen inside the handlers, so `--help` stays fast.
+Heavy imports happen inside the handlers, so `--help` stays fast. `run_command` (parsing, exit
+codes, one-line errors) is shared with the research tools' `python -m emocast_research`.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from . import __version__
+from .devices import DTYPE_NAMES
 from .interrupts import EXIT_CODE_SIGINT, EXIT_CODE_SIGTERM, Terminated, terminate_as_exception
 from .model_files import MissingModelFilesError
 from .quiet import library_output
@@ -48,20 +50,26 @@ def build_parser() -> argparse.ArgumentParser:
     add_convert_command(subparsers)
     add_dataset_command(subparsers)
     add_train_command(subparsers)
-    from .evaluation.cli import add_evaluate_command  # declares arguments only; metrics load when run
-
-    add_evaluate_command(subparsers)
-    for command in subparsers.choices.values():
-        # SUPPRESS: an option left out after the command keeps the value given before it.
-        add_output_options(command, default=argparse.SUPPRESS)
+    add_output_options_to_commands(subparsers)
     return parser
 
 
+def add_output_options_to_commands(subparsers) -> None:
+    """--debug and --verbose after every command registered so far."""
+    for command in subparsers.choices.values():
+        # SUPPRESS: an option left out after the command keeps the value given before it.
+        add_output_options(command, default=argparse.SUPPRESS)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run a command. Exit codes: 0 done, 1 the run failed, 2 a usage error (bad option or input),
-    130 interrupted (Ctrl-C), 143 terminated (SIGTERM). Errors are one line; `--debug` or
-    EMOCAST_DEBUG=1 adds the traceback."""
-    parser = build_parser()
+    """Run a `python -m emocast_core` command (see `run_command`)."""
+    return run_command(build_parser(), argv)
+
+
+def run_command(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -> int:
+    """Parse `argv` with `parser` and run the command's handler. Exit codes: 0 done, 1 the run
+    failed, 2 a usage error (bad option or input), 130 interrupted (Ctrl-C), 143 terminated
+    (SIGTERM). Errors are one line; `--debug` or EMOCAST_DEBUG=1 adds the traceback."""
     args = parser.parse_args(argv)
     if getattr(args, "handler", None) is None:
         parser.print_help(sys.stderr)
@@ -116,7 +124,7 @@ def add_convert_command(subparsers) -> None:
     command.add_argument("src", type=Path, help="source checkpoint: .pth/.pt/.ckpt/.bin or .safetensors")
     command.add_argument("dst", type=Path, help="destination .safetensors file (written atomically)")
     command.add_argument(
-        "--dtype", choices=("fp16", "bf16", "fp32"), default=None,
+        "--dtype", choices=tuple(DTYPE_NAMES), default=None,
         help="floating-point precision of the output (default: keep the source's)",
     )
     command.add_argument(

@@ -80,7 +80,7 @@ def save_tiny_wav2vec2(folder: Path, *, weight_file: str = "model.safetensors", 
     """
     from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
 
-    from emocast_core.synthetic.models import save_wav2vec2_folder
+    from emocast_research.synthetic.models import save_wav2vec2_folder
 
     torch.manual_seed(seed)
     config = Wav2Vec2Config(

@@ -1,4 +1,4 @@
-"""`python -m emocast_core evaluate`: every metric on small inputs with known answers, with stand-in
+"""`python -m emocast_research evaluate`: every metric on small inputs with known answers, with stand-in
 networks saved in the real weight-file layouts (random weights) where a metric needs a network."""
 from __future__ import annotations
 
@@ -11,28 +11,28 @@ import pytest
 import torch
 from torch import nn
 
-from emocast_core.cli import main
-from emocast_core.evaluation import (
+from emocast_core.video import write_video as write_mp4
+from emocast_research.cli import main
+from emocast_research.evaluation import (
     EvaluationSettings,
     MetricWeights,
     VideoLabels,
     evaluate_videos,
     read_labels_file,
 )
-from emocast_core.evaluation.emotion import CLASSES_8, requested_emotion
-from emocast_core.evaluation.frechet import frechet_distance
-from emocast_core.evaluation.syncnet import (
+from emocast_research.evaluation.emotion import CLASSES_8, requested_emotion
+from emocast_research.evaluation.frechet import frechet_distance
+from emocast_research.evaluation.syncnet import (
     SyncNet,
     offset_search,
     sync_scores,
     syncnet_face_crops,
 )
-from emocast_core.evaluation.temporal import (
+from emocast_research.evaluation.temporal import (
     clip_border_pairs,
     mouth_audio_correlation,
     seam_ratio,
 )
-from emocast_core.video import write_video as write_mp4
 
 FPS = 25
 RATE = 16000
@@ -453,7 +453,7 @@ def test_an_unreadable_video_costs_its_row_not_the_run(tmp_path):
 
 
 def test_videos_are_read_at_25_fps_by_nearest_frame():
-    from emocast_core.evaluation.media import resample_frames
+    from emocast_research.evaluation.media import resample_frames
 
     frames = np.arange(60, dtype=np.uint8)[:, None, None, None]  # frame k shows value k
     assert resample_frames(frames, 50.0, 25.0)[:, 0, 0, 0].tolist() == list(range(0, 60, 2))

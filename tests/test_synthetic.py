@@ -7,15 +7,15 @@ import shutil
 import numpy as np
 import pytest
 
-from emocast_core.synthetic.analysis import SyntheticRecognizer, synthetic_face_analyzer
-from emocast_core.synthetic.faces import (
+from emocast_core.demo.drawn_faces import SyntheticRecognizer, synthetic_face_analyzer
+from emocast_research.synthetic.faces import (
     EMOTIONS,
     FaceGeometry,
     FaceState,
     Identity,
     render_face,
 )
-from emocast_core.synthetic.speech import mouth_openings
+from emocast_research.synthetic.speech import mouth_openings
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 
@@ -51,7 +51,7 @@ def test_emotions_change_the_face_and_intensity_scales_it():
 
 def test_vae_loss_weights_the_features_above_the_face_and_the_face_above_the_background():
     torch = pytest.importorskip("torch")
-    from emocast_core.synthetic.models import reconstruction_weight
+    from emocast_research.synthetic.models import reconstruction_weight
 
     person = identity(3)
     state = FaceState(0.6, "happy")
@@ -78,7 +78,7 @@ def test_mouth_opening_follows_loudness():
 
 @needs_espeak
 def test_espeak_speech_opens_and_closes_the_mouth():
-    from emocast_core.synthetic.speech import SAMPLE_RATE, speak
+    from emocast_research.synthetic.speech import SAMPLE_RATE, speak
 
     waveform = speak("Hello there, how are you today?")
     assert waveform.dtype == np.float32 and 0.8 < len(waveform) / SAMPLE_RATE < 4
@@ -119,13 +119,13 @@ def test_recognizer_reads_the_identity_colours():
 
 @needs_espeak
 def test_corpus_has_videos_labels_captions_and_ground_truth(tmp_path):
-    from emocast_core.synthetic.corpus import (
+    from emocast_core.video import probe_video
+    from emocast_research.synthetic.corpus import (
         plan_clips,
         sample_identities,
         write_corpus,
     )
-    from emocast_core.synthetic.speech import TRAIN_SENTENCES
-    from emocast_core.video import probe_video
+    from emocast_research.synthetic.speech import TRAIN_SENTENCES
 
     rng = np.random.default_rng(0)
     people = sample_identities(["A", "B"], rng)

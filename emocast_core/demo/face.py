@@ -1,10 +1,10 @@
 """Face finding for the demo model: drawn faces and real photographs, with no model files to fetch.
 
-The demo's colour-based analysis (`synthetic.analysis`) reads the skin colour at the image centre,
+The demo's colour-based analysis (`demo.drawn_faces`) reads the skin colour at the image centre,
 which is right for the procedurally drawn faces and wrong for everything else: in a photograph it
 "finds" whatever lies in the middle (a coffee cup). So pictures are sorted first:
 
-* a drawing (flat colours: most neighbouring pixels are identical) goes to the synthetic analysis,
+* a drawing (flat colours: most neighbouring pixels are identical) goes to the drawn-face analysis,
   exactly as the demo model was trained;
 * anything else is searched with the frontal-face LBP cascade that ships inside scikit-image's wheel
   (`skimage.data.lbp_frontal_face_cascade_filename()`); a picture without a face gives no face.
@@ -19,7 +19,7 @@ import numpy as np
 from ..conditioning.face import FaceAnalyzer
 from ..conditioning.face_models import DetectedFace, landmarks_from_detection
 from ..conditioning.masks import FaceLandmarks
-from ..synthetic.analysis import SyntheticFaceDetector, SyntheticLandmarker, SyntheticRecognizer
+from .drawn_faces import SyntheticFaceDetector, SyntheticLandmarker, SyntheticRecognizer
 
 # Share of horizontally neighbouring pixel pairs that are identical. Drawn faces: ~0.97; photographs,
 # even flat studio shots, stay far below (astronaut 0.11, camera 0.24): sensor noise and JPEG.
@@ -48,6 +48,7 @@ class CascadeFaceDetector:
     """Frontal faces in photographs with scikit-image's bundled LBP cascade; largest first."""
 
     def __init__(self, scale_factor: float = 1.2, min_face_fraction: float = MIN_FACE_FRACTION):
+        # scikit-image is loaded on the first photograph only: drawn faces never need it.
         try:
             from skimage.data import lbp_frontal_face_cascade_filename
             from skimage.feature import Cascade

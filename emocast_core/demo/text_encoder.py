@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from transformers import AutoTokenizer, BertModel
 
 from ..conditioning.emotion import TextModelEncoder
 
@@ -50,8 +51,6 @@ class MiniLMEmotionEncoder(TextModelEncoder):
     def from_pretrained(cls, folder: str | Path | None = None, device: torch.device | str | None = None,
                         dtype: torch.dtype | None = None) -> MiniLMEmotionEncoder:
         """Load from a BERT folder (default: the installed package's), offline."""
-        from transformers import AutoTokenizer, BertModel
-
         folder = Path(folder) if folder is not None else minilm_folder()
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         model = BertModel.from_pretrained(folder, local_files_only=True, add_pooling_layer=False)

@@ -1,4 +1,4 @@
-"""Evaluating generated talking-head videos with the field's metrics (``python -m emocast_core evaluate``).
+"""Evaluating generated talking-head videos with the field's metrics (``python -m emocast_research evaluate``).
 
 Sync-C / Sync-D (SyncNet), FID (Inception), FVD (I3D), identity similarity (ArcFace), emotion
 accuracy (an expression classifier), the clip-border seam ratio and the mouth-audio correlation.

@@ -204,6 +204,11 @@ def head_motion(num_frames: int, rng: np.random.Generator, fps: float = 25.0) ->
     return list(zip(shift_x.tolist(), shift_y.tolist(), tilt.tolist()))
 
 
+def portrait_of(identity: Identity, size: int = 64) -> np.ndarray:
+    """The reference portrait: neutral, mouth closed, head straight."""
+    return render_face(identity, FaceState(0.0, "neutral", 0.0), size)
+
+
 def _jitter(colour, rng: np.random.Generator, amount: int) -> tuple[int, int, int]:
     return tuple(int(np.clip(c + rng.integers(-amount, amount + 1), 0, 255)) for c in colour)
 

@@ -12,18 +12,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..training.config import TrainingConfig
-from ..training.trainer import Trainer
+from diffusers import AutoencoderKL
+
+from emocast_core.conditioning.audio import AudioEncoder
+from emocast_core.demo.drawn_faces import synthetic_face_analyzer
+from emocast_core.demo.text_encoder import MiniLMEmotionEncoder
+from emocast_core.training.captions import (
+    CaptionSource,
+    read_caption_file,
+    read_label_file,
+)
+from emocast_core.training.config import TrainingConfig
+from emocast_core.training.dataset_builder import BuildOptions, DatasetBuilder
+from emocast_core.training.trainer import Trainer
+
 from .models import demo_net_config
 
 
 def build_training_set(corpus: Path, out: Path, wav2vec: Path, size: int = 64, min_frames: int = 25):
     """corpus: a `corpus.write_corpus` folder -> `out`, a training set (index.jsonl + shards)."""
-    from ..conditioning.audio import AudioEncoder
-    from ..training.captions import CaptionSource, read_caption_file, read_label_file
-    from ..training.dataset_builder import BuildOptions, DatasetBuilder
-    from .analysis import synthetic_face_analyzer
-
     corpus = Path(corpus)
     captions = CaptionSource(
         captions=read_caption_file(corpus / "captions.jsonl"), labels=read_label_file(corpus / "labels.jsonl"),
@@ -40,10 +47,6 @@ class SyntheticTrainer(Trainer):
     """`Trainer` whose frozen encoders are `model.vae` (an AutoencoderKL folder) and MiniLM."""
 
     def build_frozen_encoders(self):
-        from diffusers import AutoencoderKL
-
-        from ..demo.text_encoder import MiniLMEmotionEncoder
-
         device = self.accelerator.device
         vae = AutoencoderKL.from_pretrained(self.config.model.vae, local_files_only=True, torch_dtype=self.weight_dtype)
         vae.to(device).requires_grad_(False).eval()

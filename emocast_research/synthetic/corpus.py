@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from emocast_core.video import write_video
+
 from .captions import LEVEL_INTENSITY, describe
 from .faces import EMOTIONS, FaceState, Identity, head_motion, render_face
 from .speech import SAMPLE_RATE, VOICES, mouth_openings, speak
@@ -81,8 +83,6 @@ def plan_clips(speakers: Sequence[str], clips_per_speaker: int, sentences: Seque
 
 def write_corpus(folder: Path, identities: dict[str, Identity], specs: Sequence[ClipSpec], size: int) -> Path:
     """Write the videos and the label, caption and ground-truth files; returns `folder`."""
-    from ..video import write_video
-
     folder = Path(folder)
     videos = folder / "videos"
     labels, captions, truth = [], [], []

@@ -1,5 +1,9 @@
-"""Face analysis for the synthetic faces: the stand-ins for InsightFace's detector, recogniser and
-landmarker, assembled into a regular `FaceAnalyzer` by `synthetic_face_analyzer()`.
+"""Face analysis for the drawn (synthetic) faces: the stand-ins for InsightFace's detector, recogniser
+and landmarker, assembled into a regular `FaceAnalyzer` by `synthetic_face_analyzer()`.
+
+It lives in the runtime because the demo model reads faces with it when it generates (`demo.face`);
+the research package (`emocast_research.synthetic`) draws the faces and builds its training set
+with the same analysis.
 
 The drawn faces are flat colours on a flat background, so colour is enough:
 
@@ -132,5 +136,5 @@ class SyntheticRecognizer:
 
 
 def synthetic_face_analyzer() -> FaceAnalyzer:
-    """A `FaceAnalyzer` for the procedural faces of `emocast_core.synthetic` (no model files)."""
+    """A `FaceAnalyzer` for the procedural faces of `emocast_research.synthetic` (no model files)."""
     return FaceAnalyzer(SyntheticFaceDetector(), SyntheticRecognizer(), SyntheticLandmarker())

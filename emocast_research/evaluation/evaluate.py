@@ -6,15 +6,38 @@ inputs and weight files are checked before the first video is decoded.
 """
 from __future__ import annotations
 
+import importlib.util
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
 import torch
+from PIL import Image, ImageOps
+from tqdm import tqdm
+
+from emocast_core.conditioning.image_input import to_rgb_float, to_uint8
+from emocast_core.devices import pick_device
 
 from . import temporal
+from .emotion import EmotionClassifier, face_crop, requested_emotion
+from .faces import (
+    face_boxes,
+    face_models_folder,
+    identity_similarity,
+    load_face_analyzer,
+    sampled_indices,
+)
+from .frechet import (
+    I3DFeatures,
+    InceptionFeatures,
+    frechet_distance,
+    require_cdfvd_i3d,
+    require_torchmetrics,
+    video_clips,
+)
 from .inputs import VideoLabels, collect_videos, ground_truth_in_folder, labels_for
 from .media import (
     AUDIO_SAMPLE_RATE,
@@ -23,6 +46,7 @@ from .media import (
     read_evaluated_video,
 )
 from .report import METRIC_NAMES, EvaluationReport, VideoResult
+from .syncnet import SyncNet, sync_scores, syncnet_face_crops
 
 # Means over videos of these per-video values make the summary (FID and FVD are pooled instead).
 AVERAGED_METRICS = ("sync_c", "sync_d", "identity_similarity", "emotion_accuracy", "seam_ratio",
@@ -75,8 +99,6 @@ class EvaluationSettings:
 
 def check_weights(weights: MetricWeights) -> None:
     """Refuse missing weight files and missing optional libraries before any slow work."""
-    from .faces import face_models_folder
-
     for name in ("syncnet", "inception", "i3d", "emotion_classifier"):
         path = getattr(weights, name)
         if path is not None and not Path(path).is_file():
@@ -87,18 +109,12 @@ def check_weights(weights: MetricWeights) -> None:
         _require("python_speech_features", "Sync-C/Sync-D")
         _require("scipy", "Sync-C/Sync-D")
     if weights.inception is not None or weights.i3d is not None:
-        from .frechet import require_torchmetrics
-
         require_torchmetrics()
     if weights.i3d is not None:
-        from .frechet import require_cdfvd_i3d
-
         require_cdfvd_i3d()
 
 
 def _require(module: str, metric: str) -> None:
-    import importlib.util
-
     if importlib.util.find_spec(module) is None:
         raise ImportError(f"{metric} need the '{module}' package: pip install 'comfyui-emocast[evaluate]'")
 
@@ -107,40 +123,28 @@ class Evaluator:
     """Loads the given metric networks once and evaluates videos with them."""
 
     def __init__(self, weights: MetricWeights, settings: EvaluationSettings = EvaluationSettings()):
-        from ..devices import pick_device
-
         check_weights(weights)
         self.settings = settings
         device = pick_device(settings.device)
         self.notes: dict[str, str] = {}
         self.syncnet = self.inception = self.i3d = self.face_analyzer = self.emotion_classifier = None
         if weights.syncnet is not None:
-            from .syncnet import SyncNet
-
             self.syncnet = SyncNet.from_file(weights.syncnet, device=device)
         else:
             self.notes["sync_c"] = self.notes["sync_d"] = "skipped: no SyncNet weights (--syncnet syncnet_v2.model)"
         if weights.inception is not None:
-            from .frechet import InceptionFeatures
-
             self.inception = InceptionFeatures.from_file(weights.inception, device=device)
         else:
             self.notes["fid"] = "skipped: no Inception weights (--inception inception-2015-12-05.pt)"
         if weights.i3d is not None:
-            from .frechet import I3DFeatures
-
             self.i3d = I3DFeatures.from_file(weights.i3d, device=device)
         else:
             self.notes["fvd"] = "skipped: no I3D weights (--i3d i3d_pretrained_400.pt)"
         if weights.face_models is not None:
-            from .faces import load_face_analyzer
-
             self.face_analyzer = load_face_analyzer(weights.face_models, onnx_providers(device))
         else:
             self.notes["identity_similarity"] = "skipped: no face models (--face-models antelopev2 folder)"
         if weights.emotion_classifier is not None:
-            from .emotion import EmotionClassifier
-
             self.emotion_classifier = EmotionClassifier.from_file(weights.emotion_classifier, onnx_providers(device))
         else:
             self.notes["emotion_accuracy"] = "skipped: no expression classifier (--emotion-model FILE.onnx)"
@@ -150,8 +154,6 @@ class Evaluator:
         return self.run(plan_evaluation(videos, labels, ground_truth_folder), progress)
 
     def run(self, plans: list[VideoPlan], progress: bool = True) -> EvaluationReport:
-        from tqdm import tqdm
-
         pooled = {"fid": ([], []), "fvd": ([], [])}
         results = []
         for plan in tqdm(plans, desc="evaluating", unit="video", disable=not progress, file=sys.stderr):
@@ -179,8 +181,6 @@ class Evaluator:
 
         boxes, detections = None, [None] * len(frames)
         if self.face_analyzer is not None:
-            from .faces import face_boxes
-
             boxes, detections = face_boxes(self.face_analyzer, frames)
             if boxes is None:
                 result.notes.append("no face found in any frame: whole frames used")
@@ -198,8 +198,6 @@ class Evaluator:
             if label.reference is None:
                 result.notes.append("no reference portrait: identity similarity skipped")
             else:
-                from .faces import identity_similarity
-
                 value, note = identity_similarity(self.face_analyzer, read_portrait(label.reference),
                                                   frames[sampled], [detections[i] for i in sampled])
                 result.metrics["identity_similarity"] = value
@@ -214,8 +212,6 @@ class Evaluator:
         return result
 
     def _sync(self, video: EvaluatedVideo, boxes, result: VideoResult) -> None:
-        from .syncnet import sync_scores, syncnet_face_crops
-
         try:
             scores = sync_scores(self.syncnet, syncnet_face_crops(video.frames, boxes), video.audio, self.settings.vshift)
         except ValueError as error:
@@ -225,8 +221,6 @@ class Evaluator:
         result.details["sync_offset"] = scores.offset
 
     def _emotion(self, frames, sampled, boxes, emotion: str | None, result: VideoResult) -> None:
-        from .emotion import face_crop
-
         if emotion is None:
             result.notes.append("no emotion label or recognisable prompt: emotion accuracy skipped")
             return
@@ -243,8 +237,6 @@ class Evaluator:
         """Features of the video and its ground truth, pooled for the set-level FID and FVD: a
         2048-d covariance from one video's frames (or a 400-d one from its few clips) is rank-poor,
         so per-video values would mislead and are left out."""
-        from .frechet import video_clips
-
         if self.inception is not None:
             limit = self.settings.fid_frames
             generated = self.inception(frames[:limit] if limit else frames)
@@ -263,8 +255,6 @@ class Evaluator:
     # -- all videos --------------------------------------------------------------------------------
 
     def _summary(self, results: list[VideoResult], pooled: dict) -> dict:
-        from .frechet import frechet_distance
-
         summary: dict = {"videos": len(results)}
         for name in METRIC_NAMES:
             if name in AVERAGED_METRICS:
@@ -307,8 +297,6 @@ class VideoPlan:
 def plan_evaluation(videos: Iterable[str | Path], labels: Mapping[str, VideoLabels] | None = None,
                     ground_truth_folder: str | Path | None = None) -> list[VideoPlan]:
     """Resolve and check every per-video input (files exist, emotion labels known); decodes nothing."""
-    from .emotion import requested_emotion
-
     labels = labels or {}
     plans = []
     for path in collect_videos(videos):
@@ -336,16 +324,12 @@ def evaluate_videos(videos: Iterable[str | Path], weights: MetricWeights = Metri
 
 def onnx_providers(device: torch.device) -> list[str] | None:
     """onnxruntime providers for ``device``: CUDA first when asked for and installed, else the CPU (None)."""
-    import onnxruntime
-
     if device.type == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return None
 
 
 def _sampled(num_frames: int, count: int) -> np.ndarray:
-    from .faces import sampled_indices
-
     return sampled_indices(num_frames, count)
 
 
@@ -358,9 +342,5 @@ def _mouth_boxes(frames: np.ndarray, detections: list) -> list:
 
 def read_portrait(path: Path) -> np.ndarray:
     """``(H, W, 3)`` uint8 RGB of an image file (EXIF orientation applied, alpha over white)."""
-    from PIL import Image, ImageOps
-
-    from ..conditioning.image_input import to_rgb_float, to_uint8
-
     with Image.open(path) as image:
         return to_uint8(to_rgb_float(ImageOps.exif_transpose(image)))

@@ -1,9 +1,11 @@
-"""``python -m emocast_core evaluate``: the command-line face of ``evaluation.evaluate_videos``."""
+"""``python -m emocast_research evaluate``: the command-line face of ``evaluation.evaluate_videos``."""
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+
+from .inputs import read_labels_file
 
 
 def add_evaluate_command(subparsers) -> None:
@@ -41,9 +43,10 @@ def add_evaluate_command(subparsers) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from ..conditioning.face import MissingFaceModelsError
+    # The metrics load torch: imported when the command runs, so that --help stays fast.
+    from emocast_core.conditioning.face import MissingFaceModelsError
+
     from .evaluate import EvaluationSettings, MetricWeights, evaluate_videos
-    from .inputs import read_labels_file
 
     try:
         if args.ground_truth is not None and not args.ground_truth.is_dir():

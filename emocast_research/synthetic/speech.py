@@ -12,6 +12,7 @@ import subprocess
 import wave
 
 import numpy as np
+import soxr
 
 SAMPLE_RATE = 16000
 VOICES = ("en-us", "en", "en-us+f3", "en+m3", "en-us+f2", "en+m7")
@@ -58,8 +59,6 @@ class EspeakMissingError(RuntimeError):
 
 def speak(text: str, voice: str = "en-us", speed: int = 160, pitch: int = 50) -> np.ndarray:
     """(T,) float32 16 kHz speech of `text` (leading/trailing silence trimmed to 0.1 s)."""
-    import soxr
-
     program = shutil.which("espeak-ng")
     if program is None:
         raise EspeakMissingError("the synthetic speech needs the espeak-ng program (apt-get install espeak-ng)")

@@ -16,11 +16,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..conditioning.emotion_presets import (
+from emocast_core.conditioning.emotion_presets import (
     EMOTION_PRESET_ALIASES,
     EMOTION_PRESETS,
     preset_name,
 )
+from emocast_core.conditioning.face_models import create_session
 
 CLASSES_8 = ("angry", "contempt", "disgusted", "fearful", "happy", "neutral", "sad", "surprised")
 CLASSES_7 = ("angry", "disgusted", "fearful", "happy", "neutral", "sad", "surprised")
@@ -66,8 +67,6 @@ class EmotionClassifier:
 
     @classmethod
     def from_file(cls, path: str | Path, providers: Sequence[str] | None = None) -> EmotionClassifier:
-        from ..conditioning.face_models import create_session
-
         return cls(create_session(path, providers))
 
     def probabilities(self, faces_rgb: Sequence[np.ndarray]) -> np.ndarray:

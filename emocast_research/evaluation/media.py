@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..conditioning.audio_decode import AudioDecodeError, load_audio
-from ..video import probe_video, read_video_frames
+from emocast_core.conditioning.audio_decode import AudioDecodeError, load_audio
+from emocast_core.video import probe_video, read_video_frames
 
 EVALUATION_FPS = 25.0
 AUDIO_SAMPLE_RATE = 16000  # SyncNet's MFCCs and the speech envelope are both read at 16 kHz

@@ -16,8 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from diffusers import AutoencoderKL
+from safetensors.torch import save_file
+from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
-from ..models.config import (
+from emocast_core.models.config import (
     AudioModuleConfig,
     EmoCASTConfig,
     MotionModuleConfig,
@@ -50,8 +53,6 @@ def demo_net_config() -> EmoCASTConfig:
 
 def write_random_wav2vec2(folder: Path, seed: int = WAV2VEC_SEED) -> Path:
     """A seeded random Wav2Vec2Model saved as a Hugging Face folder that `AudioEncoder` loads."""
-    from transformers import Wav2Vec2Config, Wav2Vec2Model
-
     torch.manual_seed(seed)
     config = Wav2Vec2Config(
         hidden_size=WAV2VEC_DIM, num_hidden_layers=WAV2VEC_LAYERS, num_attention_heads=4, intermediate_size=128,
@@ -66,8 +67,6 @@ def save_wav2vec2_folder(model, folder: Path, weight_file: str = "model.safetens
     config, feature-extractor config and weights with the legacy weight-norm names
     (``weight_g``/``weight_v``) that the released file has. `weight_file` ending in .safetensors is
     written as Hugging Face writes it; any other name with torch.save."""
-    from transformers import Wav2Vec2FeatureExtractor
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model.config.save_pretrained(folder)
@@ -78,8 +77,6 @@ def save_wav2vec2_folder(model, folder: Path, weight_file: str = "model.safetens
         key = key.replace("parametrizations.weight.original0", "weight_g").replace("parametrizations.weight.original1", "weight_v")
         state[key] = tensor.contiguous().clone()
     if weight_file.endswith(".safetensors"):
-        from safetensors.torch import save_file
-
         save_file(state, str(folder / weight_file), metadata={"format": "pt"})
     else:
         torch.save(state, folder / weight_file)
@@ -87,8 +84,6 @@ def save_wav2vec2_folder(model, folder: Path, weight_file: str = "model.safetens
 
 
 def make_tiny_vae():
-    from diffusers import AutoencoderKL
-
     return AutoencoderKL(
         in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
         block_out_channels=(32, 48, 64, 64), layers_per_block=1, latent_channels=4, norm_num_groups=8, sample_size=64,

