@@ -59,9 +59,14 @@ class EmoCASTReferenceEncoder(io.ComfyNode):
                                          "back into the full image). False: resize the whole image like upstream."),
             ],
             outputs=[
-                Reference.Output(display_name="reference"),
-                io.Image.Output(display_name="crop"),
-                io.Mask.Output(display_name="face_mask"),
+                Reference.Output(display_name="reference",
+                                 tooltip="The prepared portrait (crop, identity, masks): connect to EmoCAST Sampler "
+                                         "and EmoCAST Paste Back."),
+                io.Image.Output(display_name="crop",
+                                tooltip="The square the video is made of, at the model size: preview it to check "
+                                        "the crop."),
+                io.Mask.Output(display_name="face_mask",
+                               tooltip="Where the face was detected in the crop: preview it to check the detection."),
             ],
         )
 
@@ -100,18 +105,24 @@ class EmoCASTEmotionEncode(io.ComfyNode):
                 io.Float.Input("transition", default=0.5, min=0.0, max=10.0, step=0.1, optional=True,
                                tooltip="Seconds each keyframe takes to blend in (0 = hard switch)."),
             ],
-            outputs=[Emotion.Output(display_name="emotion")],
+            outputs=[Emotion.Output(display_name="emotion",
+                                    tooltip="The encoded emotion (per keyframe): connect to EmoCAST Sampler.")],
         )
 
     @classmethod
-    def validate_inputs(cls, schedule=""):
-        # Only the schedule is checked here, when the prompt is queued (before any model loads); naming no
-        # other input keeps ComfyUI's own checks of those (preset list, intensity range).
-        if not isinstance(schedule, str) or not schedule.strip():
-            return True
+    def validate_inputs(cls, preset=None, text=None, schedule=None):
+        # When the prompt is queued, before any model loads: a bad preset or schedule, and an emotion left
+        # empty (custom text chosen, no text, no schedule: the rule needs all three inputs). ComfyUI files the
+        # returned line under every input this function takes, so the line starts with the input to fix.
+        # None: the value comes through a link and is checked when the node runs.
+        scheduled = isinstance(schedule, str) and bool(schedule.strip())
         try:
             with worded_for(NODE_OPTIONS):
-                check_emotion(schedule=schedule)
+                check_emotion(
+                    text=text if preset == CUSTOM_TEXT and not scheduled else None,
+                    preset=None if preset in (None, CUSTOM_TEXT) else preset,
+                    schedule=schedule if scheduled else None,
+                )
         except ValueError as error:
             return str(error)
         return True
@@ -152,8 +163,9 @@ class EmoCASTAudioFeatures(io.ComfyNode):
             inputs=[
                 AudioEncoderType.Input("audio_encoder", tooltip="From EmoCAST Audio Encoder Loader."),
                 io.Audio.Input("audio", tooltip="The speech (e.g. from Load Audio; a video file's sound works too)."),
-                io.Float.Input("fps", default=25.0, min=1.0, max=120.0, step=1.0,
-                               tooltip="Video frame rate. The released model was trained at 25 fps."),
+                # The editor rounds to as many decimals as the step has: 0.001 lets 23.976 or 29.97 be typed.
+                io.Float.Input("fps", default=25.0, min=1.0, max=120.0, step=0.001,
+                               tooltip="Video frame rate, e.g. 25 or 23.976. The released model was trained at 25 fps."),
                 io.Float.Input("start_time", default=0.0, min=0.0, max=1e6, step=0.1,
                                tooltip="Seconds to skip at the start of the audio."),
                 io.Float.Input("duration", default=0.0, min=0.0, max=1e6, step=0.1,
@@ -165,10 +177,14 @@ class EmoCASTAudioFeatures(io.ComfyNode):
                                      "upstream does. The sampler uses the same value. Upstream: 16."),
             ],
             outputs=[
-                AudioFeaturesType.Output(display_name="audio_features"),
-                io.Audio.Output(display_name="audio"),
-                io.Int.Output(display_name="frame_count"),
-                io.Float.Output(display_name="fps"),
+                AudioFeaturesType.Output(display_name="audio_features",
+                                         tooltip="Speech features, one per video frame: connect to EmoCAST Sampler."),
+                io.Audio.Output(display_name="audio",
+                                tooltip="The exact audio span used: connect it to the video node so sound and "
+                                        "picture match."),
+                io.Int.Output(display_name="frame_count",
+                              tooltip="Frames the video will have: ceil(audio seconds x fps)."),
+                io.Float.Output(display_name="fps", tooltip="The frame rate, for the video node."),
             ],
         )
 

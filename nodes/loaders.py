@@ -82,13 +82,17 @@ class EmoCASTModelLoader(io.ComfyNode):
                 io.Combo.Input("precision", options=PRECISIONS, default="auto",
                                tooltip="Weight dtype. auto: fp16/bf16 on GPUs that support it, fp32 on the CPU."),
             ],
-            outputs=[EmoCASTModel.Output(display_name="model")],
+            outputs=[EmoCASTModel.Output(display_name="model",
+                                         tooltip="The EmoCAST network and its VAE: connect to EmoCAST Sampler.")],
         )
 
     @classmethod
-    def validate_inputs(cls, checkpoint=None, vae=None):
-        # Only the model inputs: ComfyUI checks the other inputs against their lists itself.
-        return paths.check_choices((paths.CHECKPOINT, checkpoint), (paths.VAE, vae))
+    def validate_inputs(cls, checkpoint=None):
+        # ComfyUI files the returned line under every input this function takes, so it takes only the main
+        # model input: a bad checkpoint is one error, under `checkpoint`. A vae that is not listed is refused
+        # by execute() before anything is read (ComfyUI 0.3.64 does not check a V3 combo against its options
+        # when queueing; later versions do, each under its own input).
+        return paths.check_choices((paths.CHECKPOINT, checkpoint))
 
     @classmethod
     def execute(cls, checkpoint, vae, precision) -> io.NodeOutput:
@@ -129,12 +133,14 @@ class EmoCASTTextEncoderLoader(io.ComfyNode):
                                tooltip="auto: a tokenizer folder beside the encoder (<name>_tokenizer/ or tokenizer/), "
                                        "else the CLIP tokenizer that ships with ComfyUI (comfy/sd1_tokenizer)."),
             ],
-            outputs=[TextEncoder.Output(display_name="text_encoder")],
+            outputs=[TextEncoder.Output(display_name="text_encoder",
+                                        tooltip="The emotion text encoder: connect to EmoCAST Emotion Encode.")],
         )
 
     @classmethod
-    def validate_inputs(cls, text_encoder=None, tokenizer=None):
-        return paths.check_choices((paths.TEXT_ENCODER, text_encoder), (paths.TOKENIZER, tokenizer))
+    def validate_inputs(cls, text_encoder=None):
+        # The main model input only (see EmoCASTModelLoader.validate_inputs); execute() checks the tokenizer.
+        return paths.check_choices((paths.TEXT_ENCODER, text_encoder))
 
     @classmethod
     def execute(cls, text_encoder, tokenizer) -> io.NodeOutput:
@@ -184,12 +190,15 @@ class EmoCASTAudioEncoderLoader(io.ComfyNode):
                                tooltip="Optional MDX-Net model (e.g. models/emocast/audio_separator/Kim_Vocal_2.onnx) "
                                        "that isolates the voice before feature extraction, as upstream does."),
             ],
-            outputs=[AudioEncoderType.Output(display_name="audio_encoder")],
+            outputs=[AudioEncoderType.Output(display_name="audio_encoder",
+                                             tooltip="wav2vec2 (and the vocal separator, if any): connect to "
+                                                     "EmoCAST Audio Features.")],
         )
 
     @classmethod
-    def validate_inputs(cls, wav2vec2=None, vocal_separator=None):
-        return paths.check_choices((paths.AUDIO_ENCODER, wav2vec2), (paths.VOCAL_SEPARATOR, vocal_separator))
+    def validate_inputs(cls, wav2vec2=None):
+        # The main model input only (see EmoCASTModelLoader.validate_inputs); execute() checks vocal_separator.
+        return paths.check_choices((paths.AUDIO_ENCODER, wav2vec2))
 
     @classmethod
     def execute(cls, wav2vec2, precision, vocal_separator=paths.NONE_CHOICE) -> io.NodeOutput:
@@ -235,7 +244,9 @@ class EmoCASTFaceAnalyzerLoader(io.ComfyNode):
                 io.Combo.Input("onnx_device", options=["auto", "cpu", "cuda"], default="auto",
                                tooltip="Where onnxruntime runs the face models. auto: CUDA when available, else CPU."),
             ],
-            outputs=[FaceAnalyzerType.Output(display_name="face_analyzer")],
+            outputs=[FaceAnalyzerType.Output(display_name="face_analyzer",
+                                             tooltip="The face detector and identity models: connect to EmoCAST "
+                                                     "Reference Encoder.")],
         )
 
     @classmethod

@@ -65,8 +65,10 @@ class EmoCASTSampler(io.ComfyNode):
                              tooltip="Previous frames each clip continues from (upstream 2)."),
             ],
             outputs=[
-                io.Image.Output(display_name="images"),
-                io.Float.Output(display_name="fps"),
+                io.Image.Output(display_name="images",
+                                tooltip="The video frames [T, H, W, 3]: to EmoCAST Video Combine, Create Video, an "
+                                        "upscaler or EmoCAST Paste Back."),
+                io.Float.Output(display_name="fps", tooltip="The frame rate of the video, for the video node."),
             ],
             hidden=[io.Hidden.unique_id],
         )
@@ -129,7 +131,10 @@ class EmoCASTSampler(io.ComfyNode):
 
 def _preview(frame: torch.Tensor):
     array = (frame.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-    return ("JPEG", Image.fromarray(array), args.preview_size)
+    image = Image.fromarray(array)
+    # ComfyUI fits a preview into max_size x max_size, enlarging small ones: a 64 px video would show as
+    # 512 x 512. A limit no larger than the frame keeps the preview (and the size the editor shows) true.
+    return ("JPEG", image, min(args.preview_size, max(image.size)))
 
 
 SAMPLER_NODES = [EmoCASTSampler]

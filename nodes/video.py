@@ -29,8 +29,10 @@ class EmoCASTVideoCombine(io.ComfyNode):
                         "carries the workflow: drop it on ComfyUI to get the graph back.",
             inputs=[
                 io.Image.Input("images", tooltip="Video frames [T, H, W, 3] (e.g. from EmoCAST Sampler)."),
-                io.Float.Input("fps", default=25.0, min=1.0, max=120.0, step=1.0,
-                               tooltip="Frame rate; use the fps output of EmoCAST Audio Features or the sampler."),
+                # The editor rounds to as many decimals as the step has: 0.001 lets 23.976 or 29.97 be typed.
+                io.Float.Input("fps", default=25.0, min=1.0, max=120.0, step=0.001,
+                               tooltip="Frame rate, e.g. 25 or 23.976; use the fps output of EmoCAST Audio Features "
+                                       "or the sampler."),
                 io.String.Input("filename_prefix", default="EmoCAST/emocast",
                                 tooltip="File name prefix inside the output folder (may contain a subfolder, e.g. "
                                         "EmoCAST/emocast; no absolute path or '..')."),
@@ -39,7 +41,8 @@ class EmoCASTVideoCombine(io.ComfyNode):
                 io.Audio.Input("audio", optional=True,
                                tooltip="Sound track, e.g. the audio output of EmoCAST Audio Features (the exact span used)."),
             ],
-            outputs=[io.Video.Output(display_name="video")],
+            outputs=[io.Video.Output(display_name="video",
+                                     tooltip="The written MP4 as a native VIDEO, for any node that takes one.")],
             hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
             is_output_node=True,
         )
@@ -96,7 +99,8 @@ class EmoCASTPasteBack(io.ComfyNode):
                 io.Float.Input("feather", default=0.1, min=0.0, max=0.5, step=0.01,
                                tooltip="Width of the soft blend at the crop border, as a fraction of the crop side."),
             ],
-            outputs=[io.Image.Output(display_name="images")],
+            outputs=[io.Image.Output(display_name="images",
+                                     tooltip="The frames at the full portrait's size, the face blended in.")],
         )
 
     @classmethod

@@ -91,7 +91,7 @@ def test_loaders_list_the_files_in_place(models_root, nodes):
     assert "text_encoders/clip_l.safetensors" in choices("EmoCASTTextEncoderLoader", "text_encoder")
     assert "audio_encoders/tiny_wav2vec2" in choices("EmoCASTAudioEncoderLoader", "wav2vec2")
     assert "insightface/models/antelopev2" in choices("EmoCASTFaceAnalyzerLoader", "face_models")
-    message = nodes["EmoCASTModelLoader"].validate_inputs(checkpoint="emocast/nope.safetensors", vae="vae/tiny_vae")
+    message = nodes["EmoCASTModelLoader"].validate_inputs(checkpoint="emocast/nope.safetensors")
     assert isinstance(message, str) and "nope.safetensors" in message
 
 
