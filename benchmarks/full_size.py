@@ -45,9 +45,9 @@ from emocast_core.guidance import (
     prepare_clip,
     prepare_video_conditions,
 )
+from emocast_core.devices import DTYPE_NAMES
 from emocast_core.models.net import EmoCASTNet
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 FPS = 25
 
 
@@ -139,7 +139,7 @@ def main(argv) -> None:
         raise SystemExit("--device cuda: CUDA is not available")
     dtypes = args.dtypes if args.dtypes is not None else ("bf16,fp16" if args.device == "cuda" else "bf16")
     reduced = [name.strip() for name in dtypes.split(",") if name.strip()]
-    unknown = [name for name in reduced if name not in DTYPES or name == "fp32"]
+    unknown = [name for name in reduced if name not in DTYPE_NAMES or name == "fp32"]
     if unknown:
         raise SystemExit(f"--dtypes: unknown {unknown}; choose from bf16, fp16")
     if args.threads:
@@ -173,7 +173,7 @@ def main(argv) -> None:
     for name in reduced:
         if float32_weights is not None:
             net.to(torch.float32).load_state_dict(float32_weights)
-        net.to(DTYPES[name])
+        net.to(DTYPE_NAMES[name])
         gc.collect()
         print(f"[full-size] one step in {name} ...", file=sys.stderr)
         runs[name] = one_step(net, inputs, args.device)

@@ -27,22 +27,18 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .devices import DTYPE_ALIASES
+from .devices import dtype_label, dtype_named
 from .models.config import EmoCASTConfig
 from .models.net import EmoCASTNet
 
 PathLike = Union[str, os.PathLike]
 StateDict = dict[str, torch.Tensor]
 
-SAFETENSORS_SUFFIXES = (".safetensors",)
-PYTORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 # Top-level keys under which training scripts commonly nest the weights.
 WRAPPER_KEYS = ("state_dict", "module", "net")
 # Written into the metadata of converted files.
 FORMAT_NAME = "emocast-net"
 FORMAT_VERSION = "1"
-
-_DTYPE_NAMES = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32", torch.float64: "float64"}
 
 _MAX_SAFETENSORS_HEADER = 100_000_000
 # How many key names a mismatch message lists per category.
@@ -57,10 +53,7 @@ def resolve_dtype(dtype: Union[str, torch.dtype, None]) -> Optional[torch.dtype]
     """'fp16' / 'bf16' / 'fp32' (or a torch dtype, or None = keep) -> torch dtype or None."""
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
-    try:
-        return DTYPE_ALIASES[dtype.lower()]
-    except KeyError:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of fp16, bf16, fp32") from None
+    return dtype_named(dtype)
 
 
 # --------------------------------------------------------------------------------------------
@@ -425,7 +418,7 @@ def convert_checkpoint(
         raise CheckpointError(format_key_report(str(src), report))
 
     tensors = _contiguous_unshared(state_dict)
-    float_dtypes = sorted({_DTYPE_NAMES.get(t.dtype, str(t.dtype)) for t in tensors.values() if t.is_floating_point()})
+    float_dtypes = sorted({dtype_label(t.dtype) for t in tensors.values() if t.is_floating_point()})
     architecture = config.to_dict()
     # The upstream-behaviour switches choose how the weights are *run*, not what they are.
     architecture.pop("upstream", None)

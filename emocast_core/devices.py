@@ -1,9 +1,14 @@
-"""Device and precision choice, in one place (nothing else in the core names a device)."""
+"""Device and precision choice, in one place: the command line, the Python API, training, the
+benchmarks and the ComfyUI nodes all name precisions and pick dtypes through this module (nothing
+else in the core names a device)."""
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 
 DTYPE_NAMES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}  # what users choose from
+PRECISION_CHOICES = ("auto", *DTYPE_NAMES)  # a precision option: "auto" lets `pick_dtype` decide
 # Every spelling accepted where a precision is named (configs, metadata, command lines).
 DTYPE_ALIASES = {
     **DTYPE_NAMES,
@@ -13,6 +18,19 @@ DTYPE_ALIASES = {
     "float32": torch.float32,
     "float": torch.float32,
 }
+
+
+def dtype_named(name: str) -> torch.dtype:
+    """The dtype of any accepted spelling ("fp16", "float16", "half", "bf16", ...), case-insensitive."""
+    dtype = DTYPE_ALIASES.get(name.lower()) if isinstance(name, str) else None
+    if dtype is None:
+        raise ValueError(f"unknown precision {name!r}; choose one of {', '.join(DTYPE_NAMES)}")
+    return dtype
+
+
+def dtype_label(dtype: torch.dtype) -> str:
+    """torch's own name without the module ("float16", "bfloat16", "float32"), as written in metadata."""
+    return str(dtype).removeprefix("torch.")
 
 
 class DeviceUnavailableError(ValueError):
@@ -52,12 +70,18 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
-def pick_dtype(name: str, device: torch.device) -> torch.dtype:
-    """"auto": fp16 on CUDA/MPS (upstream ran in fp16), bf16 where fp16 is not supported, fp32 on CPU."""
+def pick_dtype(name: str, device: torch.device, *, auto: Optional[torch.dtype] = None) -> torch.dtype:
+    """The dtype a precision choice (`PRECISION_CHOICES`) asks for on ``device``.
+
+    "auto": ``auto`` when the caller's host application already chose one (ComfyUI's memory manager
+    knows the GPU's fp16/bf16 support); else fp16 on CUDA/MPS (upstream ran in fp16), fp32 on the CPU.
+    """
     if name != "auto":
         if name not in DTYPE_NAMES:
             raise ValueError(f"unknown precision {name!r}; choose auto, {', '.join(DTYPE_NAMES)}")
         return DTYPE_NAMES[name]
+    if auto is not None:
+        return auto
     if device.type in ("cuda", "mps"):
         return torch.float16
     return torch.float32

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+from .devices import PRECISION_CHOICES
 from .guidance import GuidanceConfig
 from .pipeline import EmoCASTPipeline, EmotionConditions, GenerationConfig, ProgressEvent, ReferenceConditions
 from .validation import (
@@ -256,7 +257,7 @@ def add_generate_command(subparsers) -> None:
     picture.add_argument("--separate-vocals", action="store_true", help="remove music/noise first (needs Kim_Vocal_2.onnx)")
     machine = parser.add_argument_group("machine")
     machine.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
-    machine.add_argument("--dtype", default="auto", choices=("auto", "fp16", "bf16", "fp32"), help="precision")
+    machine.add_argument("--dtype", default="auto", choices=PRECISION_CHOICES, help="precision")
     machine.add_argument("--compile", action="store_true",
                          help="compile the denoising step with torch.compile (faster steps on a GPU; the first clip pays the compile time)")
     parser.set_defaults(handler=run_generate)
