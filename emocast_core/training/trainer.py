@@ -22,9 +22,11 @@ from typing import Optional
 import torch
 from torch.utils.data import DataLoader
 
+from ..devices import DTYPE_NAMES
 from ..models.config import EmoCASTConfig
 from ..models.net import EmoCASTNet
 from .checkpoints import (
+    EXPORT_FOLDER,
     checkpoint_dir,
     export_net,
     export_state_dict,
@@ -47,7 +49,6 @@ from .stages import StagePlan, apply_stage, plan_stage, unreachable_parameter_na
 
 logger = logging.getLogger(__name__)
 
-_WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # Frames per VAE call; bounds the encoder's activation memory for long clips.
 VAE_CHUNK = 16
 # Distinct captions whose CLIP embeddings are kept.
@@ -152,7 +153,8 @@ class Trainer:
         self.output_dir = Path(config.output_dir)
         self.plan: StagePlan = plan_stage(config.stage)
         self.net_config = resolve_architecture(config.model.architecture)
-        self.weight_dtype = _WEIGHT_DTYPES[self.accelerator.mixed_precision if self.accelerator.mixed_precision in _WEIGHT_DTYPES else "no"]
+        # accelerate names mixed precision "no", "fp16" or "bf16" (and "fp8", whose weights stay float32).
+        self.weight_dtype = DTYPE_NAMES.get(self.accelerator.mixed_precision, torch.float32)
 
     def _make_accelerator(self):
         from accelerate import Accelerator
@@ -270,7 +272,7 @@ class Trainer:
         # branch, since saving involves collective operations.)
         if config.checkpoint.every and result.losses:
             self.save_checkpoint(parts.model, parts.ema, step, samples_per_step)
-        result.export = self.export(parts.model, parts.ema, self.output_dir / "exports" / "final")
+        result.export = self.export(parts.model, parts.ema, self.output_dir / EXPORT_FOLDER / "final")
         accelerator.wait_for_everyone()
         return result
 
@@ -435,7 +437,7 @@ class Trainer:
             write_trainer_state(folder, {"step": step, "samples_seen": step * samples_per_step, "stage": self.plan.name})
             mark_complete(folder)
             prune_checkpoints(self.output_dir, self.config.checkpoint.keep)
-        self.export(model, ema, self.output_dir / "exports" / f"step-{step:06d}")
+        self.export(model, ema, self.output_dir / EXPORT_FOLDER / f"step-{step:06d}")
         accelerator.wait_for_everyone()
         return folder
 
