@@ -5,7 +5,7 @@ VAE, the emotion text encoder, the audio encoder, the face analyzer and, when pr
 separator. The network's architecture is found, in this order: the config stored in a converted
 `.safetensors`; a JSON file beside the checkpoint (`<checkpoint stem>.json` or `config.json`, in
 `EmoCASTConfig.to_dict()` or the official `tiny_config.json` layout); an SD UNet `unet_config.json`
-in the emocast folder; the released SD1.5 shape.
+in the emocast folder or beside the checkpoint; the released SD1.5 shape.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 
 from .checkpoint import load_emocast_net, read_checkpoint_config
-from .model_files import EmoCASTModelPaths
+from .model_files import EmoCASTModelPaths, checkpoint_config_files
 from .models.config import EmoCASTConfig, UNetConfig
 from .models.net import EmoCASTNet
 
@@ -45,15 +45,19 @@ def read_config_file(path: str | Path) -> EmoCASTConfig:
 
 
 def checkpoint_config(checkpoint: Path, unet_config: Optional[Path] = None) -> EmoCASTConfig:
-    """The architecture of `checkpoint` (see the module docstring for the search order)."""
+    """The architecture of `checkpoint` (see the module docstring for the search order); `unet_config`
+    is the SD UNet config the model files resolved, tried before a `unet_config.json` beside the
+    checkpoint (`model_files.checkpoint_config_files`)."""
     stored = read_checkpoint_config(checkpoint)
     if stored is not None:
         return stored
-    for candidate in (checkpoint.with_suffix(".json"), checkpoint.parent / "config.json"):
+    *emocast_configs, unet_config_beside = checkpoint_config_files(checkpoint)
+    for candidate in emocast_configs:
         if candidate.is_file():
             return read_config_file(candidate)
-    if unet_config is not None and unet_config.is_file():
-        return EmoCASTConfig(unet=UNetConfig.from_dict(json.loads(unet_config.read_text())))
+    for candidate in (unet_config, unet_config_beside):
+        if candidate is not None and candidate.is_file():
+            return EmoCASTConfig(unet=UNetConfig.from_dict(json.loads(candidate.read_text())))
     return EmoCASTConfig.sd15()
 
 

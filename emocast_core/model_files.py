@@ -6,6 +6,10 @@ locations users already have (ComfyUI's ``vae/``, ``text_encoders/``, ``audio_en
 ``insightface/`` folders, or Hallo-style folders under ``emocast/``), and reports every missing required
 file in ONE error, so a user fixes the whole setup in one pass instead of one file per run.
 
+`LAYOUTS` says, for each kind of model, which folders it may live in and which files make it; the
+resolver here, the checkpoint loader (`loading.checkpoint_config`), the text encoder's tokenizer search
+and the ComfyUI loader nodes' listings all read it, so a layout is changed in one place.
+
 Nothing here downloads anything: the pack never touches the network at run time.
 """
 from __future__ import annotations
@@ -70,9 +74,97 @@ MODEL_TABLE: tuple[ModelFile, ...] = (
 COMPONENTS = tuple(dict.fromkeys(row.component for row in MODEL_TABLE))
 DEFAULT_REQUIRED = ("checkpoint", "vae", "text_encoder", "audio_encoder", "face")
 
+
+@dataclass(frozen=True)
+class FolderLayout:
+    """Where one kind of model lives under a models root and what makes it.
+
+    folders: candidate folders under the models root, with forward slashes, preferred first.
+    files: for a model stored as a folder, the files that folder must hold; each entry lists the
+        accepted names of one file, preferred name first.
+    suffixes: the endings of its model files (for a model stored as one file, the accepted ones).
+    """
+
+    folders: tuple[str, ...]
+    files: tuple[tuple[str, ...], ...] = ()
+    suffixes: tuple[str, ...] = ()
+
+    @property
+    def top_folders(self) -> tuple[str, ...]:
+        """The subfolders of the models root it lives in (ComfyUI's model folder names)."""
+        return tuple(dict.fromkeys(folder.split("/")[0] for folder in self.folders))
+
+
+HF_CONFIG_FILE = "config.json"  # marks a Hugging Face / diffusers model folder
+_TOKENIZER_FILES = (("vocab.json",), ("merges.txt",))
+LAYOUTS: dict[str, FolderLayout] = {
+    "checkpoint": FolderLayout(("emocast",), suffixes=(".safetensors", ".pth")),
+    "vae": FolderLayout(
+        ("vae/sd-vae-ft-mse", "emocast/sd-vae-ft-mse", "emocast/vae/sd-vae-ft-mse"),
+        ((HF_CONFIG_FILE,), ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")),
+    ),
+    # CLIP-L's text tower as one file (ComfyUI's clip_l.safetensors), with a tokenizer folder beside it ...
+    "text_encoder_file": FolderLayout(("text_encoders",), suffixes=(".safetensors",)),
+    "tokenizer": FolderLayout(("text_encoders/clip_l_tokenizer",), _TOKENIZER_FILES),
+    # ... or a whole Hugging Face folder, tokenizer included.
+    "text_encoder_folder": FolderLayout(
+        ("text_encoders/clip-vit-large-patch14", "emocast/clip-vit-large-patch14"),
+        ((HF_CONFIG_FILE,), ("model.safetensors", "pytorch_model.bin"), *_TOKENIZER_FILES),
+    ),
+    "audio_encoder": FolderLayout(
+        ("audio_encoders/wav2vec2-base-960h", "emocast/wav2vec2-base-960h"),
+        ((HF_CONFIG_FILE,), ("model.safetensors", "pytorch_model.bin"), ("preprocessor_config.json",)),
+    ),
+    "face": FolderLayout(
+        ("insightface/models/antelopev2",
+         "insightface/models/antelopev2/antelopev2",  # the antelopev2 zip often unpacks one level deeper
+         "emocast/face_analysis/models"),
+        (("scrfd_10g_bnkps.onnx",), ("glintr100.onnx",)),
+        suffixes=(".onnx",),
+    ),
+    "vocal_separator": FolderLayout(("emocast/audio_separator",), suffixes=(".onnx",)),
+}  # fmt: skip
+
 UPSTREAM_CHECKPOINT_NAME = "net.pth"  # the name the checkpoint is published under; suggested when missing
 CHECKPOINT_NAMES = ("net.safetensors", UPSTREAM_CHECKPOINT_NAME, "emocast_net.safetensors")  # preference order
-CHECKPOINT_SUFFIXES = (".safetensors", ".pth")
+CHECKPOINT_SUFFIXES = LAYOUTS["checkpoint"].suffixes
+# Architecture files read beside a checkpoint, in this order ("{stem}": its name without the ending):
+# an EmoCAST config, then an SD UNet config (see `loading.checkpoint_config`).
+CHECKPOINT_CONFIG_FILES = ("{stem}.json", "config.json")
+UNET_CONFIG_FILE = "unet_config.json"
+# Where the text encoder's tokenizer is looked for when none is named, in this order ("{stem}": the
+# single file's name without the ending; folders are relative to the file's folder, or to a model folder).
+TOKENIZER_BESIDE_FILE = ("{stem}_tokenizer", "clip_l_tokenizer", "tokenizer")
+TOKENIZER_BESIDE_FOLDER = (".", "tokenizer", "../tokenizer")
+
+
+def checkpoint_config_files(checkpoint: Path) -> list[Path]:
+    """The architecture files that may describe ``checkpoint``, beside it, in the order they are tried."""
+    names = (*CHECKPOINT_CONFIG_FILES, UNET_CONFIG_FILE)
+    return [checkpoint.parent / name.format(stem=checkpoint.stem) for name in names]
+
+
+def tokenizer_candidates(text_encoder: Path) -> list[Path]:
+    """Folders that may hold the tokenizer of a text encoder (a single file or a model folder), in order."""
+    if text_encoder.suffix == ".safetensors" or text_encoder.is_file():
+        return [text_encoder.parent / name.format(stem=text_encoder.stem) for name in TOKENIZER_BESIDE_FILE]
+    return [Path(os.path.normpath(text_encoder / name)) for name in TOKENIZER_BESIDE_FOLDER]
+
+
+def is_tokenizer_folder(folder: Path) -> bool:
+    """A folder with a CLIP BPE tokenizer: vocab.json + merges.txt, or a fast tokenizer's tokenizer.json."""
+    bpe_pair = all(any((folder / name).is_file() for name in names) for names in _TOKENIZER_FILES)
+    return bpe_pair or (folder / "tokenizer.json").is_file()
+
+
+def placement(component: str, models_dir: str = "models") -> str:
+    """Where ``component``'s files go, as a phrase for a message, e.g. ``"net.pth in models/emocast/"``."""
+    by_folder: dict[str, list[str]] = {}
+    for row in (row for row in MODEL_TABLE if row.component == component):
+        by_folder.setdefault(row.folder, []).append(row.file)
+    if not by_folder:
+        raise ValueError(f"unknown model component {component!r}; known: {list(COMPONENTS)}")
+    return " and ".join(f"{' + '.join(files)} in {models_dir}/{folder}/" for folder, files in by_folder.items())
 
 
 @dataclass(frozen=True)
@@ -142,24 +234,13 @@ class MissingModelFilesError(FileNotFoundError):
         return "\n".join(lines)
 
 
-@dataclass(frozen=True)
-class _FolderLayout:
-    """One way a component can be stored: a folder plus the files it must hold.
-
-    Each entry of ``files`` lists the accepted names of one file, preferred name first.
-    """
-
-    folder: str
-    files: tuple[tuple[str, ...], ...]
-
-
 @dataclass
 class _Resolver:
     roots: tuple[Path, ...]
     missing: list[MissingModelFile] = field(default_factory=list)
 
-    def find_folder(self, layouts: Sequence[_FolderLayout]) -> tuple[Path | None, dict[str, Path], list[Path]]:
-        """Find the first root/layout holding every file.
+    def find_folder(self, layout: FolderLayout) -> tuple[Path | None, dict[str, Path], list[Path]]:
+        """Find the first root/folder of ``layout`` holding every file.
 
         Returns ``(folder, found files by preferred name, missing paths)``; when no candidate is complete,
         the folder is ``None`` and the missing paths are those of the most complete candidate (the first
@@ -168,8 +249,8 @@ class _Resolver:
         best_missing: list[Path] | None = None
         best_found_count = -1
         for root in self.roots:
-            for layout in layouts:
-                folder = root / layout.folder
+            for relative_folder in layout.folders:
+                folder = root / relative_folder
                 found, missing = {}, []
                 for names in layout.files:
                     path = _first_file(folder, names)
@@ -233,33 +314,28 @@ def resolve_model_paths(
     required = set(require)
 
     checkpoint = _resolve_checkpoint(resolver, checkpoint_name, "checkpoint" in required)
-    unet_config = resolver.find_file(["emocast/unet_config.json"])
+    emocast_folder = LAYOUTS["checkpoint"].folders[0]
+    unet_config = resolver.find_file([f"{emocast_folder}/{UNET_CONFIG_FILE}"])
     if unet_config is None and "unet_config" in required:
-        resolver.report("unet_config", [resolver.roots[0] / "emocast" / "unet_config.json"])
+        resolver.report("unet_config", [resolver.roots[0] / emocast_folder / UNET_CONFIG_FILE])
 
-    vae_dir, _, vae_missing = resolver.find_folder([
-        _FolderLayout(folder, (("config.json",), ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")))
-        for folder in ("vae/sd-vae-ft-mse", "emocast/sd-vae-ft-mse", "emocast/vae/sd-vae-ft-mse")
-    ])  # fmt: skip
+    vae_dir, _, vae_missing = resolver.find_folder(LAYOUTS["vae"])
     if vae_dir is None and "vae" in required:
         also_accepted = ["emocast/sd-vae-ft-mse/", "diffusion_pytorch_model.bin instead of .safetensors"]
         resolver.report("vae", vae_missing, also_accepted)
 
     text_encoder = _resolve_text_encoder(resolver, default_tokenizer_dir, "text_encoder" in required)
 
-    audio_encoder_dir, _, audio_missing = resolver.find_folder([
-        _FolderLayout(folder, (("config.json",), ("model.safetensors", "pytorch_model.bin"),
-                               ("preprocessor_config.json",)))
-        for folder in ("audio_encoders/wav2vec2-base-960h", "emocast/wav2vec2-base-960h")
-    ])  # fmt: skip
+    audio_encoder_dir, _, audio_missing = resolver.find_folder(LAYOUTS["audio_encoder"])
     if audio_encoder_dir is None and "audio_encoder" in required:
         also_accepted = ["emocast/wav2vec2-base-960h/", "pytorch_model.bin instead of model.safetensors"]
         resolver.report("audio_encoder", audio_missing, also_accepted)
 
     face = _resolve_face(resolver, required)
-    vocal_separator = resolver.find_file(["emocast/audio_separator/Kim_Vocal_2.onnx"])
+    separator_file = f"{LAYOUTS['vocal_separator'].folders[0]}/Kim_Vocal_2.onnx"
+    vocal_separator = resolver.find_file([separator_file])
     if vocal_separator is None and "vocal_separator" in required:
-        resolver.report("vocal_separator", [resolver.roots[0] / "emocast" / "audio_separator" / "Kim_Vocal_2.onnx"])
+        resolver.report("vocal_separator", [resolver.roots[0] / separator_file])
 
     if resolver.missing:
         raise MissingModelFilesError(resolver.missing, resolver.roots)
@@ -276,25 +352,26 @@ def resolve_model_paths(
 
 
 def _resolve_checkpoint(resolver: _Resolver, checkpoint_name: str | None, is_required: bool) -> Path | None:
-    expected = resolver.roots[0] / "emocast" / (checkpoint_name or UPSTREAM_CHECKPOINT_NAME)
+    emocast_folder = LAYOUTS["checkpoint"].folders[0]
+    expected = resolver.roots[0] / emocast_folder / (checkpoint_name or UPSTREAM_CHECKPOINT_NAME)
     if checkpoint_name is not None:
         if Path(checkpoint_name).is_absolute():
             if Path(checkpoint_name).is_file():
                 return Path(checkpoint_name)
             expected = Path(checkpoint_name)
         else:
-            found = resolver.find_file([f"emocast/{checkpoint_name}"])
+            found = resolver.find_file([f"{emocast_folder}/{checkpoint_name}"])
             if found is not None:
                 return found
         if is_required:
             resolver.report("checkpoint", [expected])
         return None
 
-    found = resolver.find_file([f"emocast/{name}" for name in CHECKPOINT_NAMES])
+    found = resolver.find_file([f"{emocast_folder}/{name}" for name in CHECKPOINT_NAMES])
     if found is not None:
         return found
     for root in resolver.roots:
-        candidates = _weights_files(root / "emocast")
+        candidates = _weights_files(root / emocast_folder)
         if len(candidates) == 1:
             return candidates[0]
         if len(candidates) > 1:
@@ -312,21 +389,16 @@ def _resolve_checkpoint(resolver: _Resolver, checkpoint_name: str | None, is_req
 
 def _resolve_text_encoder(resolver: _Resolver, default_tokenizer_dir: PathLike | None, is_required: bool) -> dict:
     """Prefer ``clip_l.safetensors`` + a tokenizer folder; else a complete HF ``clip-vit-large-patch14`` folder."""
-    tokenizer_files = (("vocab.json",), ("merges.txt",))
-    weights = resolver.find_file(["text_encoders/clip_l.safetensors"])
-    tokenizer_dir, _, tokenizer_missing = resolver.find_folder([_FolderLayout("text_encoders/clip_l_tokenizer",
-                                                                              tokenizer_files)])  # fmt: skip
+    weights = resolver.find_file([f"{LAYOUTS['text_encoder_file'].folders[0]}/clip_l.safetensors"])
+    tokenizer_dir, _, tokenizer_missing = resolver.find_folder(LAYOUTS["tokenizer"])
     if tokenizer_dir is None and default_tokenizer_dir is not None:
         default_dir = Path(default_tokenizer_dir)
-        if all((default_dir / names[0]).is_file() for names in tokenizer_files):
+        if all((default_dir / names[0]).is_file() for names in LAYOUTS["tokenizer"].files):
             tokenizer_dir = default_dir
     if weights is not None and tokenizer_dir is not None:
         return {"text_encoder_weights": weights, "text_encoder_config": None, "tokenizer_dir": tokenizer_dir}
 
-    hf_folder, hf_found, hf_missing = resolver.find_folder([
-        _FolderLayout(folder, (("config.json",), ("model.safetensors", "pytorch_model.bin")) + tokenizer_files)
-        for folder in ("text_encoders/clip-vit-large-patch14", "emocast/clip-vit-large-patch14")
-    ])  # fmt: skip
+    hf_folder, hf_found, hf_missing = resolver.find_folder(LAYOUTS["text_encoder_folder"])
     if hf_folder is not None:
         return {"text_encoder_weights": hf_found["model.safetensors"], "text_encoder_config": hf_found["config.json"],
                 "tokenizer_dir": hf_folder}  # fmt: skip
@@ -345,14 +417,8 @@ def _resolve_text_encoder(resolver: _Resolver, default_tokenizer_dir: PathLike |
 
 def _resolve_face(resolver: _Resolver, required: set[str]) -> dict:
     """InsightFace detector + recogniser from one folder, then the optional landmark models."""
-    face_folders = (
-        "insightface/models/antelopev2",
-        "insightface/models/antelopev2/antelopev2",  # the antelopev2 zip often unpacks one level deeper
-        "emocast/face_analysis/models",
-    )
-    face_dir, face_found, face_missing = resolver.find_folder(
-        [_FolderLayout(folder, (("scrfd_10g_bnkps.onnx",), ("glintr100.onnx",))) for folder in face_folders]
-    )
+    face_folders = LAYOUTS["face"].folders
+    face_dir, face_found, face_missing = resolver.find_folder(LAYOUTS["face"])
     if face_dir is None and "face" in required:
         resolver.report("face", face_missing, ["emocast/face_analysis/models/"])
 
@@ -403,15 +469,3 @@ def _format_size(size_mb: float) -> str:
         return f"{size_mb:,.0f}"
     return f"{size_mb:g}" if size_mb >= 0.1 else "<0.1"
 
-
-def format_model_table_markdown(table: Sequence[ModelFile] = MODEL_TABLE) -> str:
-    """Render the model table as GitHub Markdown for the README (paths relative to ``models/``)."""
-    lines = [
-        "| File | Folder (under `models/`) | Size (MB) | Needed | Source | Notes |",
-        "| --- | --- | ---: | --- | --- | --- |",
-    ]
-    for row in table:
-        files = " + ".join(f"`{name.strip()}`" for name in row.file.split("+"))
-        needed = "required" if row.required else "optional"
-        lines.append(f"| {files} | `{row.folder}/` | {_format_size(row.size_mb)} | {needed} | {row.source} | {row.note} |")
-    return "\n".join(lines) + "\n"

@@ -1,6 +1,10 @@
 """Model folders: registration with ComfyUI's `folder_paths`, the choices the loader nodes list, and the
 one way a loader turns a choice into a path.
 
+What makes each model (its folders and files) is the core's `emocast_core.model_files.LAYOUTS`, the same
+table the command line resolves; this module adds only what is ComfyUI's: the folders `folder_paths`
+registers, the listing of choices, and the containment rule below.
+
 `register_model_folders()` adds ``models/emocast`` (and ``models/insightface`` when no other pack did)
 to `folder_paths`, keeping any paths an ``extra_model_paths.yaml`` already gave those keys. Every choice
 a loader offers is ``"<folder key>/<path inside it>"``, e.g. ``"emocast/net.safetensors"`` or
@@ -28,9 +32,11 @@ from pathlib import Path
 
 import folder_paths
 
-EMOCAST_FOLDER = "emocast"
-INSIGHTFACE_FOLDER = "insightface"
-CHECKPOINT_EXTENSIONS = {".safetensors", ".pth"}
+from ..emocast_core.model_files import CHECKPOINT_CONFIG_FILES, HF_CONFIG_FILE, LAYOUTS, UNET_CONFIG_FILE, placement
+
+EMOCAST_FOLDER = LAYOUTS["checkpoint"].top_folders[0]
+INSIGHTFACE_FOLDER = LAYOUTS["face"].top_folders[0]
+CHECKPOINT_EXTENSIONS = set(LAYOUTS["checkpoint"].suffixes)
 NONE_CHOICE = "none"
 # Offered by every loader: the synthetic demo model that ships inside emocast_core (no files needed).
 DEMO_CHOICE = "demo (built-in synthetic model)"
@@ -40,7 +46,7 @@ MAX_DEPTH = 4  # folder levels below a registered folder that the loaders look i
 
 def register_model_folders() -> None:
     """Idempotent; safe to call on every import."""
-    for name, extensions in ((EMOCAST_FOLDER, CHECKPOINT_EXTENSIONS), (INSIGHTFACE_FOLDER, {".onnx"})):
+    for name, extensions in ((EMOCAST_FOLDER, CHECKPOINT_EXTENSIONS), (INSIGHTFACE_FOLDER, set(LAYOUTS["face"].suffixes))):
         default = os.path.join(folder_paths.models_dir, name)
         if name in folder_paths.folder_names_and_paths:
             paths, known = folder_paths.folder_names_and_paths[name]
@@ -153,7 +159,7 @@ class FileSource:
         found = {}
         for key in self.keys:
             for folder in _walk(key):
-                if self.skip_model_folders and "config.json" in folder.files:
+                if self.skip_model_folders and HF_CONFIG_FILE in folder.files:
                     continue
                 if self.below and self.below not in folder.label.split("/")[1:]:
                     continue
@@ -244,50 +250,53 @@ class ModelInput:
                 "(or in a folder extra_model_paths.yaml adds for it), refresh the page (R) and pick it from the list.")
 
 
+def _files(layout_name: str, **options) -> FileSource:
+    """A single-file model of the core's layout, listed from every registered folder of its keys."""
+    layout = LAYOUTS[layout_name]
+    return FileSource(layout.top_folders, frozenset(layout.suffixes), **options)
+
+
+def _folders(*layout_names: str) -> FolderSource:
+    """A model folder of the core's layout (the first one's files), listed from the keys of them all."""
+    keys = tuple(dict.fromkeys(key for name in layout_names for key in LAYOUTS[name].top_folders))
+    return FolderSource(keys, LAYOUTS[layout_names[0]].files)
+
+
 CHECKPOINT = ModelInput(
     # The architecture files `emocast_core.loading.checkpoint_config` reads beside a checkpoint.
-    "checkpoint", (FileSource((EMOCAST_FOLDER,), frozenset(CHECKPOINT_EXTENSIONS),
-                              sidecars=("{stem}.json", "config.json", "unet_config.json")),),
-    "Put the EmoCAST weights (.safetensors or .pth) in models/emocast/",
+    "checkpoint", (_files("checkpoint", sidecars=(*CHECKPOINT_CONFIG_FILES, UNET_CONFIG_FILE)),),
+    f"Put the EmoCAST weights (any .safetensors or .pth name) as {placement('checkpoint')}",
     placeholder="emocast/net.safetensors (missing)",
 )
 VAE = ModelInput(
-    "vae", (FolderSource(("vae", EMOCAST_FOLDER), (("config.json",), ("diffusion_pytorch_model.safetensors",
-                                                                      "diffusion_pytorch_model.bin"))),),
-    "Put the sd-vae-ft-mse diffusers folder (config.json + diffusion_pytorch_model.safetensors) in models/vae/ "
-    "or models/emocast/",
+    "vae", (_folders("vae"),),
+    f"Put the sd-vae-ft-mse diffusers folder as {placement('vae')} or under models/emocast/",
     placeholder="vae/sd-vae-ft-mse (missing)",
 )
 TEXT_ENCODER = ModelInput(
-    "text_encoder", (
-        FileSource(("text_encoders",), frozenset({".safetensors"})),
-        FolderSource(("text_encoders", EMOCAST_FOLDER),
-                     (("config.json",), ("model.safetensors", "pytorch_model.bin"), ("vocab.json",))),
-    ),
-    "Put clip_l.safetensors (or a clip-vit-large-patch14 folder) in models/text_encoders/",
+    "text_encoder", (_files("text_encoder_file"), _folders("text_encoder_folder")),
+    f"Put {placement('text_encoder')}, or a clip-vit-large-patch14 folder in models/text_encoders/",
     placeholder="text_encoders/clip_l.safetensors (missing)",
 )
 TOKENIZER = ModelInput(
-    "tokenizer", (FolderSource(("text_encoders", EMOCAST_FOLDER), (("vocab.json",), ("merges.txt",))),),
-    "Choose auto, or put a CLIP tokenizer folder (vocab.json + merges.txt) in models/text_encoders/",
+    "tokenizer", (_folders("tokenizer", "text_encoder_folder"),),
+    f"Choose auto, or put {placement('text_encoder')}",
     before=("auto", "comfyui sd1_tokenizer"), after=(),
 )
 AUDIO_ENCODER = ModelInput(
-    "wav2vec2", (FolderSource(("audio_encoders", EMOCAST_FOLDER),
-                              (("config.json",), ("model.safetensors", "pytorch_model.bin"), ("preprocessor_config.json",))),),
-    "Put the wav2vec2-base-960h folder (config.json, model.safetensors, preprocessor_config.json) in "
-    "models/audio_encoders/ or models/emocast/",
+    "wav2vec2", (_folders("audio_encoder"),),
+    f"Put the wav2vec2-base-960h folder as {placement('audio_encoder')} or under models/emocast/",
     placeholder="audio_encoders/wav2vec2-base-960h (missing)",
 )
 VOCAL_SEPARATOR = ModelInput(
-    "vocal_separator", (FileSource((EMOCAST_FOLDER,), frozenset({".onnx"}), skip_model_folders=False,
-                                   below="audio_separator"),),
-    "Choose none, or put an MDX-Net model such as Kim_Vocal_2.onnx in models/emocast/audio_separator/",
+    "vocal_separator", (_files("vocal_separator", skip_model_folders=False,
+                               below=LAYOUTS["vocal_separator"].folders[0].split("/")[-1]),),
+    f"Choose none, or put an MDX-Net model such as {placement('vocal_separator')}",
     before=(NONE_CHOICE,), after=(),
 )
 FACE_MODELS = ModelInput(
-    "face_models", (FolderSource((INSIGHTFACE_FOLDER, EMOCAST_FOLDER), (("scrfd_10g_bnkps.onnx",), ("glintr100.onnx",))),),
-    "Put the antelopev2 folder (scrfd_10g_bnkps.onnx, glintr100.onnx, 2d106det.onnx) in models/insightface/models/",
+    "face_models", (_folders("face"),),
+    f"Put the antelopev2 face models as {placement('face')}",
     placeholder="insightface/models/antelopev2 (missing)",
 )
 

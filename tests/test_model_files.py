@@ -1,18 +1,31 @@
-"""Model folder layout: resolution, alternative locations and the single "missing files" error."""
+"""Model folder layout: resolution, alternative locations and the single "missing files" error; and the
+single places that the command line, the Python API and the nodes share (layouts, tokenizer search, dtypes)."""
 from __future__ import annotations
 
+import ast
+import json
 from pathlib import Path
 
 import pytest
+import torch
 
+from emocast_core.devices import DTYPE_NAMES, PRECISION_CHOICES, dtype_label, dtype_named, pick_dtype
+from emocast_core.loading import checkpoint_config
 from emocast_core.model_files import (
+    CHECKPOINT_CONFIG_FILES,
     COMPONENTS,
+    LAYOUTS,
     MODEL_TABLE,
+    UNET_CONFIG_FILE,
     EmoCASTModelPaths,
     MissingModelFilesError,
-    format_model_table_markdown,
+    checkpoint_config_files,
+    is_tokenizer_folder,
+    placement,
     resolve_model_paths,
+    tokenizer_candidates,
 )
+from emocast_core.models.config import EmoCASTConfig
 
 # The required files of a complete tree in the preferred (ComfyUI) locations.
 REQUIRED_FILES = (
@@ -215,11 +228,103 @@ def test_model_table_covers_every_component_with_sizes_and_sources():
     assert all(row.source and row.folder and row.size_mb > 0 for row in MODEL_TABLE)
 
 
-def test_markdown_table_has_one_row_per_entry():
-    markdown = format_model_table_markdown()
-    lines = markdown.strip().splitlines()
-    assert len(lines) == 2 + len(MODEL_TABLE)
-    assert all(line.startswith("|") and line.endswith("|") for line in lines)
-    assert len({line.count("|") for line in lines}) == 1  # same column count everywhere
-    assert "| `net.pth` | `emocast/` | 4,850 | required |" in markdown
-    assert "`Kim_Vocal_2.onnx` | `emocast/audio_separator/` | 66.8 | optional" in markdown
+
+# --- one source of truth ------------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_architecture_beside_a_checkpoint_in_the_documented_order(tmp_path):
+    checkpoint = tmp_path / "emocast" / "mine.pth"
+    checkpoint.parent.mkdir()
+    torch.save({"weight": torch.zeros(1)}, checkpoint)  # a .pth stores no architecture
+    assert checkpoint_config_files(checkpoint) == [checkpoint.with_suffix(".json"), checkpoint.parent / "config.json",
+                                                   checkpoint.parent / "unet_config.json"]
+    assert checkpoint_config(checkpoint) == EmoCASTConfig.sd15()  # nothing beside it
+    # A unet_config.json beside it is read without being named (the ComfyUI loader relies on this) ...
+    (checkpoint.parent / "unet_config.json").write_text(json.dumps({"cross_attention_dim": 1024, "sample_size": 96}))
+    assert checkpoint_config(checkpoint).unet.cross_attention_dim == 1024
+    # ... but a resolved one named by the caller comes first.
+    named = tmp_path / "elsewhere" / "unet_config.json"
+    named.parent.mkdir()
+    named.write_text(json.dumps({"cross_attention_dim": 512}))
+    assert checkpoint_config(checkpoint, named).unet.cross_attention_dim == 512
+
+
+def test_tokenizer_search_order_and_what_counts_as_a_tokenizer(tmp_path):
+    folder = tmp_path / "text_encoders"
+    single_file = _make_tree(tmp_path, ["text_encoders/clip_l_fp16.safetensors"]) / "text_encoders" / "clip_l_fp16.safetensors"
+    assert tokenizer_candidates(single_file) == [folder / "clip_l_fp16_tokenizer", folder / "clip_l_tokenizer",
+                                                 folder / "tokenizer"]
+    hf_folder = folder / "clip-vit-large-patch14"
+    assert tokenizer_candidates(hf_folder) == [hf_folder, hf_folder / "tokenizer", folder / "tokenizer"]
+    assert not is_tokenizer_folder(_make_tree(tmp_path / "half", ["vocab.json"]))
+    assert is_tokenizer_folder(_make_tree(tmp_path / "bpe", ["vocab.json", "merges.txt"]))
+    assert is_tokenizer_folder(_make_tree(tmp_path / "fast", ["tokenizer.json"]))
+
+
+def test_placement_phrases_come_from_the_model_table():
+    assert placement("checkpoint") == "net.pth in models/emocast/"
+    assert placement("face") == "scrfd_10g_bnkps.onnx + glintr100.onnx in models/insightface/models/antelopev2/"
+    assert placement("text_encoder") == ("clip_l.safetensors in models/text_encoders/ and vocab.json + merges.txt "
+                                         "in models/text_encoders/clip_l_tokenizer/")
+    with pytest.raises(ValueError, match="unknown model component 'vea'"):
+        placement("vea")
+
+
+def test_the_table_and_the_layouts_agree():
+    """Every file of the user-facing table is one the resolver looks for, in the table's folder."""
+    layout_files = {name for layout in LAYOUTS.values() for names in layout.files for name in names}
+    for layout_name, component in (("vae", "vae"), ("audio_encoder", "audio_encoder"), ("face", "face")):
+        for row in (row for row in MODEL_TABLE if row.component == component):
+            assert row.folder in LAYOUTS[layout_name].folders, row
+            assert {name.strip() for name in row.file.split("+")} <= layout_files, row
+    assert next(row for row in MODEL_TABLE if row.component == "checkpoint").folder in LAYOUTS["checkpoint"].folders
+
+
+def _string_constants(path: Path) -> set[str]:
+    return {node.value for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Constant)
+            and isinstance(node.value, str)}
+
+
+def test_the_nodes_hold_no_layout_of_their_own():
+    """nodes/ may quote file names in tooltips and messages, but no bare file name or file ending of a
+    layout: those come from `model_files.LAYOUTS`, so the command line and the nodes cannot drift apart."""
+    layout_names = {name for layout in LAYOUTS.values() for names in layout.files for name in names}
+    layout_names |= {suffix for layout in LAYOUTS.values() for suffix in layout.suffixes}
+    layout_names |= {*CHECKPOINT_CONFIG_FILES, UNET_CONFIG_FILE, "tokenizer.json", "clip_l_tokenizer"}
+    for path in sorted((REPO / "nodes").glob("*.py")):
+        assert not _string_constants(path) & layout_names, path.name
+
+
+def _dtype_maps(path: Path) -> list[int]:
+    """Line numbers of dict displays that map to or from torch dtypes."""
+    def is_dtype(node) -> bool:
+        return (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "torch"
+                and isinstance(getattr(torch, node.attr, None), torch.dtype))
+
+    return [node.lineno for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Dict)
+            and sum(is_dtype(item) for item in (*node.keys, *node.values) if item is not None) >= 2]
+
+
+def test_precision_names_and_dtypes_are_mapped_in_one_place():
+    found = {}
+    for folder in ("emocast_core", "nodes"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            if _dtype_maps(path):
+                found[str(path.relative_to(REPO))] = _dtype_maps(path)
+    assert list(found) == ["emocast_core/devices.py"], found
+    assert PRECISION_CHOICES == ("auto", *DTYPE_NAMES)
+    assert dtype_named("Float16") is dtype_named("half") is torch.float16 and dtype_label(torch.bfloat16) == "bfloat16"
+    with pytest.raises(ValueError, match="unknown precision 'fp8'; choose one of fp16, bf16, fp32"):
+        dtype_named("fp8")
+
+
+def test_auto_precision_defers_to_the_host_choice():
+    cpu = torch.device("cpu")
+    assert pick_dtype("auto", cpu) is torch.float32
+    assert pick_dtype("auto", torch.device("cuda")) is torch.float16  # a device object needs no GPU
+    assert pick_dtype("auto", cpu, auto=torch.bfloat16) is torch.bfloat16  # e.g. ComfyUI's memory manager
+    assert pick_dtype("fp16", cpu, auto=torch.bfloat16) is torch.float16  # a named precision wins
+    with pytest.raises(ValueError, match="unknown precision 'half'; choose auto, fp16, bf16, fp32"):
+        pick_dtype("half", cpu)

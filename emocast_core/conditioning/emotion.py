@@ -13,8 +13,10 @@ Deliberate difference: the released pipeline does not truncate, so a prompt long
 crashes there; here it is truncated to 77 tokens with a ``PromptTruncationWarning``.
 
 On top of the encoder: ``emotion_embedding`` (presets and an intensity that interpolates from the
-neutral prompt in embedding space) and ``schedule_embeddings`` (per-frame embeddings from emotion
-keyframes; the text format and timing are in ``emotion_schedule``).
+neutral prompt in embedding space), ``keyframe_embeddings`` (one embedding per keyframe),
+``frame_embeddings`` (those blended per video frame) and ``schedule_embeddings`` (both in one call; the
+text format and timing are in ``emotion_schedule``). The command line, the Python API and the ComfyUI
+nodes all blend through these.
 
 The encoder loads offline from a Hugging Face folder or a single ``clip_l.safetensors`` file (the
 ComfyUI ``models/text_encoders`` layout); see ``EmotionTextEncoder.from_pretrained``.
@@ -30,6 +32,7 @@ from typing import Mapping, Sequence
 import torch
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from ..model_files import is_tokenizer_folder, tokenizer_candidates
 from .emotion_presets import (
     EMOTION_PRESET_ALTERNATIVES,
     EMOTION_PRESETS,
@@ -56,6 +59,7 @@ __all__ = [
     "blend_emotion",
     "check_emotion_intensity",
     "emotion_embedding",
+    "frame_embeddings",
     "keyframe_embeddings",
     "parse_emotion_schedule",
     "resolve_prompt",
@@ -200,7 +204,8 @@ class EmotionTextEncoder(TextModelEncoder):
             tokenizer_path: folder with ``vocab.json`` + ``merges.txt`` or ``tokenizer.json``. When
                 omitted it is searched in ``path``, ``path/tokenizer`` and ``path/../tokenizer``
                 (for a single file ``clip_l.safetensors``: ``clip_l_tokenizer/`` or ``tokenizer/``
-                beside it). ComfyUI ships the CLIP-L tokenizer as ``comfy/sd1_tokenizer``.
+                beside it; see ``model_files.tokenizer_candidates``). ComfyUI ships the CLIP-L
+                tokenizer as ``comfy/sd1_tokenizer``.
             device: where the text model runs (default CPU).
             dtype: parameter dtype (default float32).
             num_attention_heads: single-file only; head count, which tensor shapes cannot reveal.
@@ -215,15 +220,15 @@ class EmotionTextEncoder(TextModelEncoder):
             if path.suffix != ".safetensors":
                 raise ValueError(f"{path}: a single-file text encoder must be a .safetensors file")
             model_dir = None
-            tokenizer_candidates = [path.parent / f"{path.stem}_tokenizer", path.parent / "tokenizer"]
         else:
             model_dir = path / "text_encoder" if (path / "text_encoder").is_dir() else path
-            tokenizer_candidates = [model_dir, model_dir / "tokenizer", model_dir.parent / "tokenizer"]
         if tokenizer_path is not None:
-            tokenizer_candidates = [Path(tokenizer_path).expanduser()]
-        _raise_if_missing(path, model_dir, tokenizer_candidates)
+            tokenizer_folders = [Path(tokenizer_path).expanduser()]
+        else:
+            tokenizer_folders = tokenizer_candidates(path if model_dir is None else model_dir)
+        _raise_if_missing(path, model_dir, tokenizer_folders)
 
-        tokenizer_dir = next(candidate for candidate in tokenizer_candidates if _tokenizer_files_present(candidate))
+        tokenizer_dir = next(folder for folder in tokenizer_folders if is_tokenizer_folder(folder))
         tokenizer = _load_tokenizer(tokenizer_dir)
         if model_dir is None:
             text_model = _load_single_file_text_model(path, tokenizer, num_attention_heads)
@@ -376,28 +381,49 @@ def schedule_embeddings(
         neutral: preset or text that intensity 0 means.
 
     Returns:
-        (T, 77, D) in the encoder's dtype and device. At 25 fps CLIP-L float32 is about 5.9 MB a
-        second of video; slice per clip as needed.
+        (T, 77, D) in the encoder's dtype and device, or (1, 77, D) for a single keyframe (see
+        ``frame_embeddings``). At 25 fps CLIP-L float32 is about 5.9 MB a second of video.
     """
     if isinstance(keyframes, str):
         keyframes = parse_emotion_schedule(keyframes)
     keyframes = list(keyframes)
-    weights = keyframe_blend_weights([keyframe.time for keyframe in keyframes], num_frames, fps, transition, align)
     per_keyframe = keyframe_embeddings(encoder, keyframes, neutral=neutral)  # (K, 77, D)
+    return frame_embeddings(per_keyframe, [keyframe.time for keyframe in keyframes], num_frames, fps, transition, align)
+
+
+def frame_embeddings(
+    keyframe_tokens: torch.Tensor,
+    keyframe_times: Sequence[float],
+    num_frames: int,
+    fps: float,
+    transition: float = 0.5,
+    align: TransitionAlign = "start",
+) -> torch.Tensor:
+    """Blend per-keyframe embeddings into per-frame ones (``keyframe_blend_weights``).
+
+    Args:
+        keyframe_tokens: (K, 77, D), e.g. from ``keyframe_embeddings``.
+        keyframe_times: K strictly increasing times in seconds.
+        num_frames, fps, transition, align: as for ``schedule_embeddings``.
+
+    Returns:
+        (T, 77, D) in ``keyframe_tokens``' dtype and device; for a single keyframe its (1, 77, D)
+        embedding, which holds for every frame (``EmotionConditions`` broadcasts it) without T copies.
+    """
+    if keyframe_tokens.shape[0] != len(keyframe_times):
+        raise ValueError(f"{keyframe_tokens.shape[0]} keyframe embeddings for {len(keyframe_times)} keyframe times")
+    weights = keyframe_blend_weights(list(keyframe_times), int(num_frames), float(fps), transition, align)
+    if len(keyframe_times) == 1:
+        return keyframe_tokens
     # Frames far from any keyframe have one-hot weights, so this product reproduces the keyframe exactly.
-    per_frame = torch.einsum("tk,kld->tld", weights.to(per_keyframe.device, torch.float32), per_keyframe.float())
-    return per_frame.to(per_keyframe.dtype)
+    per_frame = torch.einsum("tk,kld->tld", weights.to(keyframe_tokens.device, torch.float32), keyframe_tokens.float())
+    return per_frame.to(keyframe_tokens.dtype)
 
 
 # --- offline loading -------------------------------------------------------------------------
 
 
-def _tokenizer_files_present(folder: Path) -> bool:
-    bpe_pair = (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()
-    return bpe_pair or (folder / "tokenizer.json").is_file()
-
-
-def _raise_if_missing(path: Path, model_dir: Path | None, tokenizer_candidates: list[Path]) -> None:
+def _raise_if_missing(path: Path, model_dir: Path | None, tokenizer_folders: list[Path]) -> None:
     """One FileNotFoundError naming every missing file and where it should go."""
     missing: list[str] = []
     if model_dir is None:
@@ -414,8 +440,8 @@ def _raise_if_missing(path: Path, model_dir: Path | None, tokenizer_candidates: 
             )
         if not any((model_dir / name).is_file() for name in _WEIGHT_FILES):
             missing.append(f"{model_dir / 'model.safetensors'} (or pytorch_model.bin): the CLIP text encoder weights")
-    if not any(_tokenizer_files_present(candidate) for candidate in tokenizer_candidates):
-        for candidate in tokenizer_candidates:
+    if not any(is_tokenizer_folder(candidate) for candidate in tokenizer_folders):
+        for candidate in tokenizer_folders:
             missing.append(
                 f"{candidate / 'vocab.json'} + {candidate / 'merges.txt'} (or {candidate / 'tokenizer.json'}): "
                 "the CLIP tokenizer"
