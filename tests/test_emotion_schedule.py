@@ -14,7 +14,7 @@ from emocast_core.conditioning.emotion import (
     parse_emotion_schedule,
     schedule_embeddings,
 )
-from emocast_core.conditioning.emotion_schedule import format_emotion_schedule, keyframe_blend_weights
+from emocast_core.conditioning.emotion_schedule import keyframe_blend_weights
 
 FPS = 25
 
@@ -54,11 +54,6 @@ def test_parse_one_line_cli_form_and_lone_entry():
     ]
     assert parse_emotion_schedule("happy @0.7") == [EmotionKeyframe(0.0, "happy", 0.7)]
     assert parse_emotion_schedule("A person: talking angrily") == [EmotionKeyframe(0.0, "A person: talking angrily")]
-
-
-def test_format_round_trips():
-    keyframes = parse_emotion_schedule("0: neutral\n1.5: happy @0.8\n3: 'say \"hi\" @ me' @2")
-    assert parse_emotion_schedule(format_emotion_schedule(keyframes)) == keyframes
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextConfig, CLIPTextModel
 
 TINY_HIDDEN_SIZE = 32
 TINY_NUM_HEADS = 4  # not hidden/64, so single-file loads must be told (num_attention_heads=4)
@@ -29,10 +29,6 @@ def write_tiny_tokenizer(folder: Path) -> Path:
     (folder / "vocab.json").write_text(json.dumps(vocab))
     (folder / "merges.txt").write_text("#version: 0.2\n")
     return folder
-
-
-def load_tiny_tokenizer(folder: Path) -> CLIPTokenizer:
-    return CLIPTokenizer.from_pretrained(folder, local_files_only=True)
 
 
 def build_tiny_text_model(seed: int = 0) -> CLIPTextModel:

@@ -179,18 +179,6 @@ def parse_emotion_schedule(text: str) -> list[EmotionKeyframe]:
     return keyframes
 
 
-def format_emotion_schedule(keyframes: list[EmotionKeyframe]) -> str:
-    """Write keyframes back in the schedule text format (free text is always quoted)."""
-    lines = []
-    for keyframe in keyframes:
-        quote = "'" if '"' in keyframe.prompt else '"'
-        if quote in keyframe.prompt:
-            raise ValueError(f"cannot quote a prompt containing both kinds of quotes: {keyframe.prompt!r}")
-        quoted = quote + keyframe.prompt + quote
-        lines.append(f"{keyframe.time:g}: {quoted} @{keyframe.intensity:g}")
-    return "\n".join(lines)
-
-
 def smoothstep(x: torch.Tensor) -> torch.Tensor:
     """3x^2 - 2x^3 on x clamped to [0, 1]; exactly 0 at and below 0, exactly 1 at and above 1."""
     x = x.clamp(0.0, 1.0)

@@ -69,11 +69,6 @@ class FaceLandmarks:
             lips=points[list(MEDIAPIPE_LIP_IDS), :2].copy(),
         )
 
-    def mapped(self, scale: float, offset_x: float, offset_y: float) -> "FaceLandmarks":
-        """Points under ``p' = (p - offset) * scale`` (source image -> crop coordinates)."""
-        offset = np.array([offset_x, offset_y], dtype=np.float64)
-        return FaceLandmarks(oval=(self.oval - offset) * scale, lips=(self.lips - offset) * scale)
-
 
 @dataclass(frozen=True)
 class RegionMasks:

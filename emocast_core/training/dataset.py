@@ -115,12 +115,6 @@ class TalkingClipDataset(Dataset):
         """(emotion, intensity) of every clip, for `EmotionBalancedSampler`."""
         return [(record.emotion, record.intensity) for record in self.records]
 
-    def index_of(self, clip_id: str) -> int:
-        for index, record in enumerate(self.records):
-            if record.id == clip_id:
-                return index
-        raise KeyError(f"no clip {clip_id!r} in {self.root}")
-
     # --- frame choice ----------------------------------------------------------------------------
 
     def descriptors(self, record: ClipRecord) -> np.ndarray:
