@@ -23,6 +23,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler, UniPCMultistepScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
@@ -103,3 +104,16 @@ def make_scheduler(name: str = "ddim", **overrides: Any) -> SchedulerMixin:
         # Dropping e.g. `rescale_betas_zero_snr` would silently sample on the wrong noise schedule.
         raise RuntimeError(f"this diffusers version's {scheduler_class.__name__} lacks {unsupported}; update diffusers")
     return scheduler_class(**settings)
+
+
+# diffusers caps the zero-SNR step at this alpha_cumprod in its sigma-based solvers (sigma_max ~ 4096).
+ZERO_SNR_ALPHA_CUMPROD = 2.0 ** -24
+
+
+def noise_levels() -> torch.Tensor:
+    """sigma_t = sqrt((1 - alpha_cumprod_t) / alpha_cumprod_t) for t = 0..999 on EmoCAST's noise schedule,
+    float32, increasing. The zero-SNR step's sigma, infinite in theory, is capped as diffusers' Euler
+    and DPM-Solver cap it, so that samplers working in sigma (k-diffusion, ComfyUI's) share its range."""
+    alphas_cumprod = make_scheduler("ddim").alphas_cumprod.double().clone()
+    alphas_cumprod[-1] = ZERO_SNR_ALPHA_CUMPROD
+    return ((1 - alphas_cumprod) / alphas_cumprod).sqrt().float()

@@ -1,4 +1,6 @@
-"""The EmoCAST sampler node: prepared conditions -> video frames (IMAGE [T, H, W, 3], 0..1)."""
+"""The EmoCAST sampler node: prepared conditions -> video frames (IMAGE [T, H, W, 3], 0..1) and their
+latents (LATENT, frames as a batch, see `emocast_core.video_latents`); `run_sampler` is the part that the
+ComfyUI-solver sampler (`comfy_sampling.py`) shares."""
 from __future__ import annotations
 
 import comfy.model_management as mm
@@ -11,13 +13,16 @@ from PIL import Image
 from ..emocast_core.generate import for_silent_speech
 from ..emocast_core.guidance import GuidanceConfig
 from ..emocast_core.pipeline import (
+    ClipSampler,
     EmoCASTPipeline,
     GenerationCancelled,
     GenerationConfig,
+    ProgressEvent,
     ReferenceConditions,
     clip_starts,
 )
 from ..emocast_core.scheduling import SCHEDULER_NAMES, make_scheduler
+from ..emocast_core.video_latents import check_video_latents
 from ..emocast_core.validation import NODE_OPTIONS, SamplingSettings, check_sampling, worded_for
 from .loaders import load_to_device
 from .types import AudioFeaturesType, EmoCASTModel, Emotion, Reference
@@ -63,19 +68,34 @@ class EmoCASTSampler(io.ComfyNode):
                                tooltip="Strength of the audio's effect on the lips (lip sync)."),
                 io.Int.Input("motion_frames", default=2, min=1, max=8,
                              tooltip="Previous frames each clip continues from (upstream 2)."),
+                io.Latent.Input("latent", optional=True,
+                                tooltip="Optional video latent to start from (e.g. the LATENT of an earlier EmoCAST "
+                                        "run on the same audio), for a second pass with denoise below 1. Frame i "
+                                        "starts from latent frame i."),
+                io.Float.Input("denoise", default=1.0, min=0.01, max=1.0, step=0.01, optional=True,
+                               tooltip="How much of the schedule re-runs from the latent, as KSampler's denoise: 1 "
+                                       "ignores the latent; lower keeps more of it. Below 1 needs a latent."),
+                io.Boolean.Input("compile", default=False, optional=True,
+                                 tooltip="Compile the denoising step with torch.compile: the first clip is slower, "
+                                         "later ones faster. Needs a working torch.compile toolchain (a C++ "
+                                         "compiler, and Triton on NVIDIA GPUs)."),
             ],
             outputs=[
                 io.Image.Output(display_name="images",
                                 tooltip="The video frames [T, H, W, 3]: to EmoCAST Video Combine, Create Video, an "
                                         "upscaler or EmoCAST Paste Back."),
                 io.Float.Output(display_name="fps", tooltip="The frame rate of the video, for the video node."),
+                io.Latent.Output(display_name="latent",
+                                 tooltip="The video's latents, frames as a batch (unscaled SD1.5 VAE latents): to "
+                                         "EmoCAST Decode (or VAE Decode with the same VAE), or back into a sampler."),
             ],
             hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
     def execute(cls, model, reference, emotion, audio_features, seed, steps, cfg, solver, overlap, audio_cfg,
-                emotion_cfg, guidance_fraction, pose_weight, face_weight, lip_weight, motion_frames) -> io.NodeOutput:
+                emotion_cfg, guidance_fraction, pose_weight, face_weight, lip_weight, motion_frames, latent=None,
+                denoise=1.0, compile=False) -> io.NodeOutput:
         clip_length = audio_features.clip_length
         with worded_for(NODE_OPTIONS):
             check_sampling(SamplingSettings(
@@ -93,40 +113,74 @@ class EmoCASTSampler(io.ComfyNode):
             region_scales=(pose_weight, face_weight, lip_weight),
             sampler=solver,
             seed=seed,
+            compile=compile,
+            denoise=denoise,
         )
+        if denoise < 1.0 and latent is None:
+            raise ValueError(f"denoise {denoise} needs a latent to start from: connect one to 'latent' or set denoise to 1")
+        # At denoise 1 a latent is ignored (the first step is pure noise at zero SNR), as in KSampler.
+        start_latents = latent_samples(model, reference, audio_features, latent) if denoise < 1.0 else None
         if audio_features.silent:
             config = for_silent_speech(config)
-        num_frames = audio_features.num_frames
-        load_to_device(model.net_patcher, model.vae_patcher)
-        device, dtype = model.net_patcher.load_device, model.dtype
-        emotion_conditions = emotion.conditions(num_frames, audio_features.fps)
-        emotion_conditions.tokens = emotion_conditions.tokens.to(device, dtype)
-        emotion_conditions.uncond_tokens = emotion_conditions.uncond_tokens.to(device, dtype)
-        pipeline = EmoCASTPipeline(model.net, model.vae, make_scheduler(solver))
+        images, latents = run_sampler(cls.hidden.unique_id, model, reference, emotion, audio_features, config,
+                                      start_latents, num_steps_per_clip=steps)
+        return io.NodeOutput(images, float(audio_features.fps), {"samples": latents})
 
-        num_clips = len(clip_starts(num_frames, clip_length, overlap))
-        progress_bar = comfy.utils.ProgressBar(num_clips * steps, node_id=cls.hidden.unique_id)
-        step_previews = args.preview_method != LatentPreviewMethod.NoPreviews
 
-        def on_step(event):
-            preview = _preview(event.preview) if event.preview is not None else None
-            progress_bar.update_absolute(event.clip_index * event.num_steps + event.step + 1, preview=preview)
+def latent_samples(model, reference, audio_features, latent) -> torch.Tensor:
+    """The frames of a LATENT input, refused in one line when they cannot start this video."""
+    samples = latent["samples"] if isinstance(latent, dict) and "samples" in latent else latent
+    factor = 2 ** (len(model.vae.config.block_out_channels) - 1)
+    check_video_latents(samples, audio_features.num_frames, model.net.config.unet.in_channels,
+                        [size // factor for size in reference.pixel_values.shape[-2:]])
+    return samples
 
-        frames = []
-        try:
-            for clip in pipeline.generate(
-                ReferenceConditions.from_prepared(reference), emotion_conditions,
-                audio_features.features, num_frames, config,
-                progress=on_step, should_cancel=mm.processing_interrupted,
-                preview_every=PREVIEW_EVERY_STEPS if step_previews else 0,
-            ):
-                frames.append(clip.to(mm.intermediate_device()))
-                # The last frame of every finished clip is a free preview.
-                progress_bar.update_absolute(progress_bar.current, preview=_preview(clip[-1]))
-        except GenerationCancelled:
-            mm.throw_exception_if_processing_interrupted()
-            raise mm.InterruptProcessingException()
-        return io.NodeOutput(torch.cat(frames), float(audio_features.fps))
+
+def run_sampler(node_id, model, reference, emotion, audio_features, config: GenerationConfig, start_latents,
+                num_steps_per_clip: int, clip_sampler: ClipSampler | None = None, latent_previewer=None):
+    """Generate the video on ComfyUI's devices with its progress bar, previews and interrupt.
+
+    Returns (IMAGE frames [T, H, W, 3], latents [T, 4, h, w]). With a `latent_previewer` (ComfyUI's,
+    for samplers that report their clean estimate) every step shows it; otherwise, with previews on,
+    every PREVIEW_EVERY_STEPS-th step is decoded by the VAE. The last frame of each clip is always shown.
+    """
+    num_frames = audio_features.num_frames
+    load_to_device(model.net_patcher, model.vae_patcher)
+    device, dtype = model.net_patcher.load_device, model.dtype
+    emotion_conditions = emotion.conditions(num_frames, audio_features.fps)
+    emotion_conditions.tokens = emotion_conditions.tokens.to(device, dtype)
+    emotion_conditions.uncond_tokens = emotion_conditions.uncond_tokens.to(device, dtype)
+    pipeline = EmoCASTPipeline(model.net, model.vae, make_scheduler(config.sampler))
+
+    num_clips = len(clip_starts(num_frames, config.clip_length, config.overlap))
+    progress_bar = comfy.utils.ProgressBar(num_clips * num_steps_per_clip, node_id=node_id)
+    step_previews = args.preview_method != LatentPreviewMethod.NoPreviews
+
+    def on_step(event: ProgressEvent):
+        preview = None
+        if event.preview is not None:
+            preview = _preview(event.preview)
+        elif step_previews and latent_previewer is not None and event.denoised is not None:
+            preview = latent_previewer.decode_latent_to_preview_image("JPEG", event.denoised[:, :, 0])
+        progress_bar.update_absolute(event.clip_index * event.num_steps + event.step + 1, preview=preview)
+
+    frames, latents = [], []
+    try:
+        for clip in pipeline.generate_clips(
+            ReferenceConditions.from_prepared(reference), emotion_conditions,
+            audio_features.features, num_frames, config,
+            progress=on_step, should_cancel=mm.processing_interrupted,
+            preview_every=PREVIEW_EVERY_STEPS if step_previews and latent_previewer is None else 0,
+            start_latents=start_latents, clip_sampler=clip_sampler,
+        ):
+            frames.append(clip.frames.to(mm.intermediate_device()))
+            latents.append(clip.latents.to(mm.intermediate_device()))
+            # The last frame of every finished clip is a free preview.
+            progress_bar.update_absolute(progress_bar.current, preview=_preview(clip.frames[-1]))
+    except GenerationCancelled:
+        mm.throw_exception_if_processing_interrupted()
+        raise mm.InterruptProcessingException()
+    return torch.cat(frames), torch.cat(latents)
 
 
 def _preview(frame: torch.Tensor):

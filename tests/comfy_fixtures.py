@@ -36,6 +36,7 @@ TINY_OVERRIDES = {
     "EmoCASTReferenceEncoder": {"size": 128},
     "EmoCASTAudioFeatures": {"clip_length": 8},
     "EmoCASTSampler": {"steps": 1, "motion_frames": 2},
+    "EmoCASTSigmas": {"steps": 2},
     "LoadImage": {"image": PORTRAIT},
     "LoadAudio": {"audio": SPEECH},
 }
@@ -105,7 +106,7 @@ def write_speech(path: Path, seconds: float, sample_rate: int = SPEECH_RATE) -> 
 # values by position, so reordering, removing or inserting a widget breaks them: change this only with a
 # migration of the workflows.
 NODE_INPUTS = {
-    "EmoCASTModelLoader": [("checkpoint", "widget"), ("vae", "widget"), ("precision", "widget")],
+    "EmoCASTModelLoader": [("checkpoint", "widget"), ("vae", "widget"), ("precision", "widget"), ("vae_model", "link")],
     "EmoCASTTextEncoderLoader": [("text_encoder", "widget"), ("tokenizer", "widget")],
     "EmoCASTAudioEncoderLoader": [("wav2vec2", "widget"), ("precision", "widget"), ("vocal_separator", "widget")],
     "EmoCASTFaceAnalyzerLoader": [("face_models", "widget"), ("onnx_device", "widget")],
@@ -119,7 +120,14 @@ NODE_INPUTS = {
                        ("seed", "seed"), ("steps", "widget"), ("cfg", "widget"), ("solver", "widget"), ("overlap", "widget"),
                        ("audio_cfg", "widget"), ("emotion_cfg", "widget"), ("guidance_fraction", "widget"),
                        ("pose_weight", "widget"), ("face_weight", "widget"), ("lip_weight", "widget"),
-                       ("motion_frames", "widget")],
+                       ("motion_frames", "widget"), ("latent", "link"), ("denoise", "widget"), ("compile", "widget")],
+    "EmoCASTSamplerCustom": [("model", "link"), ("reference", "link"), ("emotion", "link"), ("audio_features", "link"),
+                             ("sampler", "link"), ("sigmas", "link"), ("seed", "seed"), ("cfg", "widget"),
+                             ("overlap", "widget"), ("audio_cfg", "widget"), ("emotion_cfg", "widget"),
+                             ("pose_weight", "widget"), ("face_weight", "widget"), ("lip_weight", "widget"),
+                             ("motion_frames", "widget"), ("latent", "link"), ("compile", "widget")],
+    "EmoCASTSigmas": [("scheduler", "widget"), ("steps", "widget"), ("denoise", "widget")],
+    "EmoCASTDecode": [("model", "link"), ("latent", "link"), ("frames_per_batch", "widget"), ("tiled", "widget")],
     "EmoCASTVideoCombine": [("images", "link"), ("fps", "widget"), ("filename_prefix", "widget"), ("crf", "widget"),
                             ("audio", "link")],
     "EmoCASTPasteBack": [("images", "link"), ("reference", "link"), ("feather", "widget")],
@@ -132,7 +140,10 @@ NODE_OUTPUTS = {
     "EmoCASTReferenceEncoder": ["EMOCAST_REFERENCE", "IMAGE", "MASK"],
     "EmoCASTEmotionEncode": ["EMOCAST_EMOTION"],
     "EmoCASTAudioFeatures": ["EMOCAST_AUDIO_FEATURES", "AUDIO", "INT", "FLOAT"],
-    "EmoCASTSampler": ["IMAGE", "FLOAT"],
+    "EmoCASTSampler": ["IMAGE", "FLOAT", "LATENT"],
+    "EmoCASTSamplerCustom": ["IMAGE", "FLOAT", "LATENT"],
+    "EmoCASTSigmas": ["SIGMAS"],
+    "EmoCASTDecode": ["IMAGE"],
     "EmoCASTVideoCombine": ["VIDEO"],
     "EmoCASTPasteBack": ["IMAGE"],
 }

@@ -15,7 +15,7 @@ FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 PACK_ID = "comfyui-emocast"
 EXPECTED = {
     "emocast_basic", "emocast_emotion_keyframes", "emocast_sd_portrait_upscale", "emocast_native_video",
-    "demo_basic", "demo_emotion_keyframes",
+    "demo_basic", "demo_emotion_keyframes", "emocast_latent_decode",
 }
 
 

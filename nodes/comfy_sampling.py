@@ -1,0 +1,219 @@
+"""ComfyUI's own samplers and schedulers on EmoCAST.
+
+EmoCAST predicts v on a zero-terminal-SNR schedule. ComfyUI's samplers (k-diffusion: `KSamplerSelect`,
+`SamplerDPMPP_2M_SDE`, ...) work on sigma-scaled latents and want a model that returns the clean latents
+(x0). `EmoCASTModelSampling` is ComfyUI's discrete v-prediction model sampling on EmoCAST's noise levels,
+and `ComfyClipSampler` runs each clip's sampling loop (the pipeline's `ClipSampler` hook) with a SAMPLER
+over SIGMAS, wrapping the guided v-prediction into the x0-denoiser those samplers call. `EmoCAST Sigmas`
+makes SIGMAS with any of ComfyUI's schedulers without needing a MODEL.
+"""
+from __future__ import annotations
+
+import comfy.latent_formats
+import comfy.model_management as mm
+import comfy.samplers
+import latent_preview
+import torch
+from comfy.model_sampling import V_PREDICTION, ModelSamplingDiscrete
+from comfy_api.latest import io
+
+from ..emocast_core.generate import for_silent_speech
+from ..emocast_core.guidance import GuidanceConfig
+from ..emocast_core.pipeline import ClipDenoising, GenerationConfig
+from ..emocast_core.scheduling import noise_levels
+from ..emocast_core.validation import NODE_OPTIONS, SamplingSettings, check_sampling, worded_for
+from .sampler import latent_samples, run_sampler
+from .types import AudioFeaturesType, EmoCASTModel, Emotion, Reference
+
+
+class EmoCASTModelSampling(ModelSamplingDiscrete, V_PREDICTION):
+    """ComfyUI's discrete v-prediction model sampling on EmoCAST's 1000 noise levels (`noise_levels`:
+    linear betas 0.00085..0.012 rescaled to zero terminal SNR, the last sigma capped at ~4096)."""
+
+    def __init__(self):
+        # The base class builds ComfyUI's own SD schedule ("linear" there is diffusers' scaled_linear);
+        # EmoCAST's levels replace it.
+        super().__init__(model_config=None, zsnr=False)
+        self.set_sigmas(noise_levels())
+
+
+class _GuidedDenoiser:
+    """One clip as ComfyUI's samplers see a model: `(x, sigma) -> x0`. It also answers the two ways
+    those samplers look up the model sampling (`model.inner_model.model_sampling` and
+    `model.model_patcher.get_model_object("model_sampling")`)."""
+
+    def __init__(self, clip: ClipDenoising, model_sampling: EmoCASTModelSampling):
+        self.clip = clip
+        self.model_sampling = model_sampling
+        self.inner_model = self
+        self.model_patcher = self
+
+    def get_model_object(self, name: str):
+        if name != "model_sampling":
+            raise AttributeError(f"the EmoCAST denoiser has no {name!r} for a sampler to use")
+        return self.model_sampling
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, model_options=None, seed=None) -> torch.Tensor:
+        self.clip.check_cancel()
+        sampling = self.model_sampling
+        model_input = sampling.calculate_input(sigma, x).to(self.clip.noise.dtype)
+        prediction, raw = self.clip.predict(model_input, sampling.timestep(sigma))
+        denoised = sampling.calculate_denoised(sigma, prediction.float(), x)
+        # Samplers such as the *_cfg_pp ones read the unguided estimates through these hooks.
+        for function in (model_options or {}).get("sampler_post_cfg_function", []):
+            denoised = function({
+                "denoised": denoised, "cond": None, "uncond": None, "cond_scale": self.clip.guidance_scale,
+                "model": self, "uncond_denoised": sampling.calculate_denoised(sigma, raw[:1].float(), x),
+                "cond_denoised": sampling.calculate_denoised(sigma, raw[1:2].float(), x), "sigma": sigma,
+                "model_options": model_options, "input": x,
+            })
+        return denoised
+
+
+class ComfyClipSampler:
+    """A `ClipSampler` that samples each clip with a ComfyUI SAMPLER (e.g. from KSamplerSelect) over
+    SIGMAS. The sampler runs in float32; the denoiser in the model's dtype."""
+
+    def __init__(self, sampler, sigmas: torch.Tensor, seed: int):
+        self.sampler = sampler
+        self.sigmas = sigmas.float().cpu()
+        self.seed = seed
+        self.model_sampling = EmoCASTModelSampling()
+        # Host-side timesteps of the steps, for progress reports that never wait on the device.
+        self.step_timesteps = self.model_sampling.timestep(self.sigmas[:-1]).tolist()
+
+    def sample_clip(self, clip: ClipDenoising) -> torch.Tensor:
+        device = clip.noise.device
+        model_sampling = self.model_sampling.to(device)
+        noise = clip.noise.float()
+        start = clip.start_latents.float() if clip.start_latents is not None else torch.zeros_like(noise)
+
+        def on_step(step, denoised, x, total_steps):
+            clip.report_step(step, total_steps, x, int(self.step_timesteps[step]), denoised)
+
+        # Ancestral and SDE samplers draw their own noise from this seed: another one per clip.
+        extra_args = {"model_options": {}, "seed": self.seed + clip.clip_index}
+        samples = self.sampler.sample(_GuidedDenoiser(clip, model_sampling), self.sigmas.to(device), extra_args, on_step,
+                                      noise, start, None, True)
+        return samples.to(clip.noise.dtype)
+
+
+class EmoCASTSigmas(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="EmoCASTSigmas",
+            display_name="EmoCAST Sigmas",
+            category="EmoCAST/sampling",
+            description="The noise levels of a ComfyUI scheduler on EmoCAST's zero-SNR v-prediction schedule, for "
+                        "EmoCAST Sampler (ComfyUI solvers); like BasicScheduler, without a MODEL.",
+            inputs=[
+                io.Combo.Input("scheduler", options=list(comfy.samplers.SCHEDULER_NAMES), default="normal",
+                               tooltip="How the steps are spread over the noise levels. 'normal' and 'simple' start "
+                                       "at the zero-SNR level the model was trained to start from."),
+                io.Int.Input("steps", default=20, min=1, max=200, tooltip="Sampling steps per clip."),
+                io.Float.Input("denoise", default=1.0, min=0.01, max=1.0, step=0.01,
+                               tooltip="Below 1 (with a latent on the sampler): only the last, least noisy steps of "
+                                       "a longer schedule, as BasicScheduler's denoise."),
+            ],
+            outputs=[io.Sigmas.Output(display_name="sigmas", tooltip="steps + 1 noise levels, from high to 0.")],
+        )
+
+    @classmethod
+    def execute(cls, scheduler, steps, denoise) -> io.NodeOutput:
+        total_steps = int(steps / denoise)
+        sigmas = comfy.samplers.calculate_sigmas(EmoCASTModelSampling(), scheduler, total_steps).cpu()
+        return io.NodeOutput(sigmas[-(steps + 1):])
+
+
+class EmoCASTSamplerCustom(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="EmoCASTSamplerCustom",
+            display_name="EmoCAST Sampler (ComfyUI solvers)",
+            category="EmoCAST/sampling",
+            description="The EmoCAST sampler with any ComfyUI SAMPLER (KSamplerSelect and friends) over SIGMAS "
+                        "(EmoCAST Sigmas), clip by clip, each continuing the last frames of the previous one.",
+            inputs=[
+                EmoCASTModel.Input("model", tooltip="From EmoCAST Model Loader."),
+                Reference.Input("reference", tooltip="From EmoCAST Reference Encoder."),
+                Emotion.Input("emotion", tooltip="From EmoCAST Emotion Encode."),
+                AudioFeaturesType.Input("audio_features", tooltip="From EmoCAST Audio Features."),
+                io.Sampler.Input("sampler", tooltip="A ComfyUI sampler, e.g. from KSamplerSelect (euler, dpmpp_2m, ...)."),
+                io.Sigmas.Input("sigmas", tooltip="Noise levels per clip, from EmoCAST Sigmas (other scheduler nodes "
+                                                  "need EmoCAST's range: sigma 0.0292 to 4096)."),
+                io.Int.Input("seed", default=42, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Noise seed; the same seed gives the same video on every device."),
+                io.Float.Input("cfg", default=3.5, min=0.0, max=20.0, step=0.1, round=0.01,
+                               tooltip="Joint classifier-free guidance scale (upstream 3.5)."),
+                io.Int.Input("overlap", default=0, min=0, max=15,
+                             tooltip="Frames shared and cross-faded by consecutive clips (0 = upstream)."),
+                io.Float.Input("audio_cfg", default=0.0, min=0.0, max=20.0, step=0.1, round=0.01,
+                               tooltip="Separate guidance towards the audio (lip sync). 0 = off (joint cfg only)."),
+                io.Float.Input("emotion_cfg", default=0.0, min=0.0, max=20.0, step=0.1, round=0.01,
+                               tooltip="Separate guidance towards the emotion text. 0 = off (joint cfg only)."),
+                io.Float.Input("pose_weight", default=1.0, min=0.0, max=3.0, step=0.05,
+                               tooltip="Strength of the audio's effect on head and body motion."),
+                io.Float.Input("face_weight", default=1.0, min=0.0, max=3.0, step=0.05,
+                               tooltip="Strength of the audio's effect on the face (expression)."),
+                io.Float.Input("lip_weight", default=1.0, min=0.0, max=3.0, step=0.05,
+                               tooltip="Strength of the audio's effect on the lips (lip sync)."),
+                io.Int.Input("motion_frames", default=2, min=1, max=8,
+                             tooltip="Previous frames each clip continues from (upstream 2)."),
+                io.Latent.Input("latent", optional=True,
+                                tooltip="Optional video latent to start from, for sigmas made with denoise below 1 "
+                                        "(a second pass). Frame i starts from latent frame i."),
+                io.Boolean.Input("compile", default=False, optional=True,
+                                 tooltip="Compile the denoising step with torch.compile: the first clip is slower, "
+                                         "later ones faster. Needs a working torch.compile toolchain."),
+            ],
+            outputs=[
+                io.Image.Output(display_name="images", tooltip="The video frames [T, H, W, 3]."),
+                io.Float.Output(display_name="fps", tooltip="The frame rate of the video, for the video node."),
+                io.Latent.Output(display_name="latent",
+                                 tooltip="The video's latents, frames as a batch (unscaled SD1.5 VAE latents)."),
+            ],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def execute(cls, model, reference, emotion, audio_features, sampler, sigmas, seed, cfg, overlap, audio_cfg,
+                emotion_cfg, pose_weight, face_weight, lip_weight, motion_frames, latent=None,
+                compile=False) -> io.NodeOutput:
+        clip_length = audio_features.clip_length
+        with worded_for(NODE_OPTIONS):
+            check_sampling(SamplingSettings(
+                cfg=cfg, audio_cfg=audio_cfg or None, emotion_cfg=emotion_cfg or None, seed=seed, overlap=overlap,
+                clip_length=clip_length, region_weights=(pose_weight, face_weight, lip_weight),
+            ))
+        if sigmas.ndim != 1 or len(sigmas) < 2:
+            raise ValueError(f"sigmas must hold at least 2 noise levels, got shape {tuple(sigmas.shape)}; "
+                             "use EmoCAST Sigmas with 1 step or more")
+        partial = float(sigmas[0]) < 0.999 * float(EmoCASTModelSampling().sigma_max)
+        if partial and latent is None:
+            raise ValueError(f"the sigmas start at {float(sigmas[0]):.4g}, below the model's pure-noise level "
+                             "(denoise < 1): connect a latent to start from, or make the sigmas with denoise 1")
+        start_latents = latent_samples(model, reference, audio_features, latent) if latent is not None else None
+        config = GenerationConfig(
+            num_inference_steps=len(sigmas) - 1,
+            guidance=GuidanceConfig(scale=cfg, audio_scale=audio_cfg or None, emotion_scale=emotion_cfg or None),
+            clip_length=clip_length,
+            num_motion_frames=motion_frames,
+            overlap=overlap,
+            region_scales=(pose_weight, face_weight, lip_weight),
+            seed=seed,
+            compile=compile,
+        )
+        if audio_features.silent:
+            config = for_silent_speech(config)
+        previewer = latent_preview.get_previewer(mm.get_torch_device(), comfy.latent_formats.SD15())
+        images, latents = run_sampler(
+            cls.hidden.unique_id, model, reference, emotion, audio_features, config, start_latents,
+            num_steps_per_clip=len(sigmas) - 1, clip_sampler=ComfyClipSampler(sampler, sigmas, seed),
+            latent_previewer=previewer,
+        )
+        return io.NodeOutput(images, float(audio_features.fps), {"samples": latents})
+
+
+COMFY_SAMPLING_NODES = [EmoCASTSamplerCustom, EmoCASTSigmas]
