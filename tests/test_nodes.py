@@ -230,9 +230,17 @@ def _sample(nodes, conditions, features, changes):
     return images
 
 
+# Options that leave the frames as they are by design, each with the test that shows it reaches the pipeline.
+OPTIONS_TESTED_ELSEWHERE = {
+    "compile": "test_compile_option_compiles_the_step",
+    "denoise": "test_latent_feeds_a_second_pass_at_lower_denoise",
+}
+
+
 def test_every_sampler_option_is_covered(nodes):
     widgets = {name for name, kind in cf.NODE_INPUTS["EmoCASTSampler"] if kind != "link"}
-    assert set(OPTION_CHANGES) == widgets
+    assert set(OPTION_CHANGES) | set(OPTIONS_TESTED_ELSEWHERE) == widgets
+    assert all(name in globals() for name in OPTIONS_TESTED_ELSEWHERE.values())
 
 
 @pytest.mark.parametrize("option", sorted(OPTION_CHANGES))
@@ -242,3 +250,158 @@ def test_sampler_options_reach_the_pipeline(nodes, conditions, short_clip_featur
     assert torch.isfinite(images).all()
     change = (images - base_frames).abs().max().item()
     assert change > 1e-4, f"{option}={OPTION_CHANGES[option]!r} did not change the frames"
+
+
+# --- compile, latents out and in, ComfyUI's samplers ---------------------------------------------------------
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(10 * torch.log10(1.0 / ((a - b) ** 2).mean().clamp(min=1e-12)))
+
+
+def _conditioning(conditions):
+    return dict(model=conditions["model"], reference=conditions["reference"], emotion=conditions["emotion"],
+                audio_features=conditions["features"])
+
+
+def test_compile_option_compiles_the_step(nodes, conditions, monkeypatch):
+    """The option reaches `GenerationConfig.compile`: the step goes through torch.compile (recorded here
+    instead of compiled, which would take minutes on this machine)."""
+    compiled = []
+
+    def record_compile(module, **options):
+        compiled.append((type(module).__name__, options))
+        return module
+
+    monkeypatch.setattr(torch, "compile", record_compile)
+    run(nodes["EmoCASTSampler"], **_conditioning(conditions), **dict(SAMPLER, compile=True))
+    assert compiled == [("DenoisingUNet", {"fullgraph": True, "dynamic": False})]
+    compiled.clear()
+    run(nodes["EmoCASTSampler"], **_conditioning(conditions), **SAMPLER)
+    assert compiled == []
+
+
+@pytest.fixture(scope="module")
+def sampled(nodes, conditions):
+    return run(nodes["EmoCASTSampler"], **_conditioning(conditions), **dict(SAMPLER, steps=3)).result
+
+
+def test_sampler_latent_decodes_to_its_frames(nodes, conditions, sampled):
+    """LATENT: frames as a batch, unscaled; EmoCAST Decode (chunked or tiled) gives the sampler's frames,
+    and so does the same VAE decoding the latent directly, as ComfyUI's VAE Decode does."""
+    images, _, latent = sampled
+    samples = latent["samples"]
+    assert samples.shape == (conditions["frame_count"], 4, 16, 16) and samples.dtype == torch.float32
+    decoded = run(nodes["EmoCASTDecode"], model=conditions["model"], latent=latent, frames_per_batch=2, tiled=False).result[0]
+    assert decoded.shape == images.shape
+    assert (decoded - images).abs().max() < 1e-4  # the same decode, batched differently (tolerances.PIPELINE)
+    with torch.no_grad():
+        direct = (conditions["model"].vae.decode(samples[:1]).sample / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)
+    assert (direct[0] - images[0]).abs().max() < 1e-4
+    tiled = run(nodes["EmoCASTDecode"], model=conditions["model"], latent=latent, frames_per_batch=1, tiled=True).result[0]
+    assert tiled.shape == images.shape and _psnr(tiled, images) > 25  # seams blended (35.7 dB measured at 128 px)
+    with pytest.raises(ValueError, match=r"frames as a batch \(frames, 4, h, w\)"):
+        run(nodes["EmoCASTDecode"], model=conditions["model"], latent={"samples": samples[None]}, frames_per_batch=1, tiled=False)
+
+
+def test_latent_feeds_a_second_pass_at_lower_denoise(nodes, conditions, sampled):
+    images, _, latent = sampled
+    second_pass = dict(SAMPLER, steps=2, seed=11, denoise=0.3)
+    again = run(nodes["EmoCASTSampler"], **_conditioning(conditions), latent=latent, **second_pass).result[0]
+    fresh = run(nodes["EmoCASTSampler"], **_conditioning(conditions), **dict(SAMPLER, steps=3, seed=11)).result[0]
+    assert again.shape == images.shape and torch.isfinite(again).all()
+    # It keeps what the latent holds: 16.8 dB to the first pass against 12.8 dB for a fresh sample (measured).
+    assert _psnr(again, images) > _psnr(fresh, images) + 2
+    with pytest.raises(ValueError, match="needs a latent to start from"):
+        run(nodes["EmoCASTSampler"], **_conditioning(conditions), **second_pass)
+    with pytest.raises(ValueError, match="the latent has 2 frames but the audio needs"):
+        run(nodes["EmoCASTSampler"], **_conditioning(conditions), latent={"samples": latent["samples"][:2]}, **second_pass)
+    with pytest.raises(ValueError, match="this reference needs 4x16x16"):
+        small = {"samples": latent["samples"][:, :, :8, :8]}
+        run(nodes["EmoCASTSampler"], **_conditioning(conditions), latent=small, **second_pass)
+
+
+CUSTOM = dict(seed=3, cfg=3.5, overlap=0, audio_cfg=0.0, emotion_cfg=0.0, pose_weight=1.0, face_weight=1.0,
+              lip_weight=1.0, motion_frames=2)
+
+
+def _custom(nodes, conditions, sampler_name, scheduler="normal", steps=2, **changes):
+    import comfy.samplers
+
+    sigmas = run(nodes["EmoCASTSigmas"], scheduler=scheduler, steps=steps, denoise=changes.pop("denoise", 1.0)).result[0]
+    return run(nodes["EmoCASTSamplerCustom"], **_conditioning(conditions), sampler=comfy.samplers.sampler_object(sampler_name),
+               sigmas=sigmas, **{**CUSTOM, **changes}).result
+
+
+def test_emocast_sigmas_follow_comfyui_schedulers(nodes):
+    from emocast_pack.emocast_core.scheduling import noise_levels
+
+    sigmas = run(nodes["EmoCASTSigmas"], scheduler="normal", steps=4, denoise=1.0).result[0]
+    assert sigmas.shape == (5,) and float(sigmas[-1]) == 0.0 and bool((sigmas[:-1] > sigmas[1:]).all())
+    # The first step is the zero-SNR level the model starts from (sigma ~ 4096, as diffusers caps it).
+    assert abs(float(sigmas[0]) - float(noise_levels()[-1])) < 1e-3 * float(sigmas[0])
+    partial = run(nodes["EmoCASTSigmas"], scheduler="normal", steps=4, denoise=0.5).result[0]
+    longer = run(nodes["EmoCASTSigmas"], scheduler="normal", steps=8, denoise=1.0).result[0]
+    assert torch.allclose(partial, longer[-5:])  # BasicScheduler's denoise: the last steps of a longer schedule
+
+
+@pytest.mark.parametrize("sampler_name", ["euler", "dpmpp_2m", "euler_ancestral", "dpmpp_2m_sde", "res_multistep", "euler_cfg_pp"])
+def test_comfyui_samplers_make_finite_frames(nodes, conditions, sampler_name):
+    images, fps, latent = _custom(nodes, conditions, sampler_name)
+    assert images.shape == (conditions["frame_count"], 128, 128, 3) and torch.isfinite(images).all()
+    assert 0 <= images.min() and images.max() <= 1 and fps == 25.0
+    assert latent["samples"].shape == (conditions["frame_count"], 4, 16, 16)
+
+
+def test_comfyui_euler_with_many_steps_approaches_the_builtin_euler(nodes, conditions):
+    """Both integrate the same probability-flow ODE from the same noise; they differ only in where the
+    steps fall (ComfyUI's "normal" spacing vs diffusers' trailing one), an error that shrinks with the step
+    count. At 30 steps on the tiny model: 45.7 dB between them (measured), against 12.8 dB between two seeds."""
+    ours = run(nodes["EmoCASTSampler"], **_conditioning(conditions), **dict(SAMPLER, steps=30, solver="euler")).result[0]
+    comfy_euler = _custom(nodes, conditions, "euler", steps=30)[0]
+    other_seed = run(nodes["EmoCASTSampler"], **_conditioning(conditions), **dict(SAMPLER, steps=30, solver="euler", seed=4)).result[0]
+    assert _psnr(comfy_euler, ours) > 30
+    assert _psnr(comfy_euler, ours) > _psnr(other_seed, ours) + 10
+
+
+def test_comfyui_sampler_shows_latent_previews_and_stops_on_interrupt(nodes, conditions, monkeypatch):
+    import comfy.utils
+    from comfy.cli_args import LatentPreviewMethod, args
+
+    monkeypatch.setattr(args, "preview_method", LatentPreviewMethod.Latent2RGB)
+    seen = []
+
+    def record(value, total, preview, node_id=None):
+        seen.append((value, total, preview))
+
+    comfy.utils.set_progress_bar_global_hook(record)
+    try:
+        _custom(nodes, conditions, "dpmpp_2m", steps=3)
+    finally:
+        comfy.utils.set_progress_bar_global_hook(None)
+    steps = [entry for entry in seen if entry[2] is not None]
+    assert [value for value, _, _ in seen][:3] == [1, 2, 3] and seen[0][1] == 3
+    assert all(preview[0] == "JPEG" and preview[1].size == (16, 16) for _, _, preview in steps[:3])
+
+    def interrupt_on_second_step(value, total, preview, node_id=None):
+        seen.append(value)
+        if value == 2:
+            mm.interrupt_current_processing(True)
+
+    seen.clear()
+    comfy.utils.set_progress_bar_global_hook(interrupt_on_second_step)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            _custom(nodes, conditions, "euler", steps=20)
+    finally:
+        comfy.utils.set_progress_bar_global_hook(None)
+        mm.interrupt_current_processing(False)
+    assert seen and max(seen) <= 3, f"kept sampling after the interrupt: {seen}"
+
+
+def test_comfyui_sampler_second_pass_needs_a_latent(nodes, conditions, sampled):
+    images, _, latent = sampled
+    with pytest.raises(ValueError, match="connect a latent to start from"):
+        _custom(nodes, conditions, "euler", denoise=0.4)
+    again = _custom(nodes, conditions, "euler", denoise=0.3, latent=latent, seed=11)[0]
+    fresh = _custom(nodes, conditions, "euler", steps=3, seed=11)[0]
+    assert _psnr(again, images) > _psnr(fresh, images) + 3  # 19.4 dB against 12.7 dB (measured)
