@@ -63,8 +63,9 @@ MODEL_NOTES = {
          "https://huggingface.co/stabilityai/sd-vae-ft-mse"),
     ],
     "EmoCASTTextEncoderLoader": [
-        ("models/text_encoders/clip_l.safetensors", "ComfyUI's usual clip_l.safetensors, or the text model of "
-                                                    "https://huggingface.co/openai/clip-vit-large-patch14"),
+        ("models/text_encoders/clip_l.safetensors",
+         ("ComfyUI's usual clip_l.safetensors, or the text model of "
+          "https://huggingface.co/openai/clip-vit-large-patch14")),
     ],
     "EmoCASTAudioEncoderLoader": [
         ("models/audio_encoders/wav2vec2-base-960h/ (config.json, model.safetensors, preprocessor_config.json)",
@@ -138,10 +139,10 @@ def note_text(workflow: dict, name: str) -> str:
     demo = any(DEMO_CHOICE in (node.get("widgets_values") or []) for node in nodes)
     lines = []
     if demo:
-        lines += ["Nothing to download: every EmoCAST loader is set to the built-in synthetic demo model, and "
-                  "Load Image / Load Audio use the demo portrait and speech that the pack copies into "
-                  "ComfyUI's input folder. The demo model draws cartoon faces; for real portraits use the "
-                  "emocast_* workflows and the released weights.", ""]
+        lines += [("Nothing to download: every EmoCAST loader is set to the built-in synthetic demo model, and "
+                   "Load Image / Load Audio use the demo portrait and speech that the pack copies into "
+                   "ComfyUI's input folder. The demo model draws cartoon faces; for real portraits use the "
+                   "emocast_* workflows and the released weights."), ""]
     kinds = [node["type"] for node in nodes]
     needs = [entry for kind in dict.fromkeys(kinds) if not demo or kind not in MODEL_NOTES or not kind.startswith("EmoCAST")
              for entry in MODEL_NOTES.get(kind, [])]

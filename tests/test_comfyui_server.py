@@ -181,6 +181,8 @@ WORKFLOW_VIDEOS = {
     "demo_emotion_keyframes": (lambda: _demo_size(pasted_back=True), math.ceil(DEMO_SECONDS * FPS)),
     # An SD1.5 portrait (tiny checkpoint) animated by EmoCAST, upscaled by ImageScale, saved by SaveVideo.
     "emocast_sd_portrait_upscale": (lambda: cf.SD_PORTRAIT_OVERRIDES["ImageScale"]["width"], EXPECTED_FRAMES),
+    # A ComfyUI solver makes the LATENT, a second pass at denoise 0.4 starts from it, EmoCAST Decode decodes it.
+    "emocast_latent_decode": (lambda: 128, EXPECTED_FRAMES),
 }
 
 
@@ -263,3 +265,108 @@ def test_interrupt_during_sampling_leaves_no_file(server):
     assert _message(entry, "execution_interrupted") is not None
     after = {path.name for path in server.output.rglob("*")}
     assert after == before, f"files appeared: {sorted(after - before)}"
+
+
+# --- a first run that works: what the editor shows, and refusals at queue time -------------------------------
+
+
+def _refusal(server, prompt: dict, node_key: str) -> list[dict]:
+    """The errors ``POST /prompt`` reports for one node of a refused prompt."""
+    status, body = server.post("/prompt", {"prompt": prompt, "client_id": "emocast-validation"})
+    assert status == 400, body
+    assert set(body["node_errors"]) == {node_key}, body["node_errors"]
+    return body["node_errors"][node_key]["errors"]
+
+
+def test_validation_gives_one_error_per_problem_under_its_input(server):
+    # A checkpoint that is not there: one error, under checkpoint, saying where the weights go.
+    (error,) = _refusal(server, tiny_prompt("emocast_basic", **{"EmoCASTModelLoader.checkpoint": "emocast/gone.safetensors"}), "3")
+    assert error["extra_info"]["input_name"] == "checkpoint"
+    assert error["details"].startswith("checkpoint - checkpoint: 'emocast/gone.safetensors' is not one of the models")
+    assert "models/emocast/" in error["details"]
+
+    # A custom emotion left empty is refused when queued (not when the sampler is reached): the rule reads the
+    # preset, the text and the schedule, and its one line names the text.
+    errors = _refusal(server, tiny_prompt("emocast_basic", **{"EmoCASTEmotionEncode.preset": "custom text",
+                                                              "EmoCASTEmotionEncode.text": "  "}), "8")
+    assert "text" in {error["extra_info"]["input_name"] for error in errors}
+    (line,) = {error["details"].partition(" - ")[2] for error in errors}
+    assert line.startswith("text is empty")
+
+    # The same empty text with a preset is fine: the preset gives the emotion.
+    status, body = server.post("/prompt", {"prompt": tiny_prompt("emocast_basic", **{
+        "EmoCASTEmotionEncode.text": "", "EmoCASTVideoCombine.filename_prefix": "EmoCAST/preset_empty_text"})})
+    assert status == 200, body
+    assert server.wait(body["prompt_id"])["status"]["status_str"] == "success"
+
+
+def test_every_output_has_a_tooltip_and_fps_takes_23_976(server):
+    info = server.get("/object_info")
+    pack_nodes = {node_id: node for node_id, node in info.items()
+                  if node["python_module"] == f"custom_nodes.{cf.SERVER_PACK_NAME}"}
+    assert set(cf.NODE_INPUTS) <= set(pack_nodes)
+    for node_id, node in pack_nodes.items():
+        tooltips = node.get("output_tooltips") or []
+        assert len(tooltips) == len(node["output"]) and all(tip and tip.strip() for tip in tooltips), node_id
+        fps = {**node["input"].get("required", {}), **node["input"].get("optional", {})}.get("fps")
+        if fps and fps[0] == "FLOAT":
+            decimals = max(0, -math.floor(math.log10(fps[1]["step"])))  # the editor rounds to the step's decimals
+            assert round(23.976, decimals) == 23.976 and fps[1]["step"] <= 0.01, node_id
+
+
+def _preview_sizes(reader: WebSocketReader, prompt_id: str) -> list[tuple[int, int]]:
+    """Sizes of the preview images sent until the prompt finishes (binary frames: event 1, JPEG)."""
+    import io
+    import struct
+
+    from PIL import Image
+
+    sizes = []
+    while True:
+        first, second = reader._read(2)
+        opcode, length = first & 0x0F, second & 0x7F
+        if length == 126:
+            length = int.from_bytes(reader._read(2), "big")
+        elif length == 127:
+            length = int.from_bytes(reader._read(8), "big")
+        payload = reader._read(length)
+        if opcode == 2 and struct.unpack(">I", payload[:4])[0] == 1:
+            with Image.open(io.BytesIO(payload[8:])) as image:
+                sizes.append(image.size)
+        elif opcode == 1:
+            message = json.loads(payload)
+            if message["type"] in ("execution_success", "execution_error", "execution_interrupted") and \
+                    message["data"].get("prompt_id") == prompt_id:
+                return sizes
+        elif opcode == 8:
+            raise ConnectionError("websocket closed")
+
+
+def test_a_23_976_fps_video_with_previews_at_the_frame_size(server):
+    from emocast_core.video import probe_video
+
+    client_id = uuid.uuid4().hex
+    reader = WebSocketReader(server.base, client_id)
+    try:
+        prompt = tiny_prompt("emocast_basic", **{"EmoCASTAudioFeatures.fps": 23.976, "EmoCASTSampler.seed": 11,
+                                                 "EmoCASTVideoCombine.filename_prefix": "EmoCAST/ntsc"})
+        prompt_id = server.queue(prompt, client_id)
+        sizes = _preview_sizes(reader, prompt_id)
+    finally:
+        reader.close()
+    entry = server.wait(prompt_id)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:2000]
+    side = cf.TINY_OVERRIDES["EmoCASTReferenceEncoder"]["size"]
+    # Each finished clip shows its last frame: at the video's own size, not enlarged to the preview limit.
+    assert sizes and set(sizes) == {(side, side)}, sizes
+    (file,) = _output_files(entry)
+    info = probe_video(server.output / file)
+    assert info.fps == pytest.approx(23.976, abs=1e-3)
+    assert info.num_frames == math.ceil(SPEECH_SECONDS * 23.976)
+
+
+def test_the_shipped_workflows_are_served_with_their_groups_and_notes(server):
+    for path in sorted((REPO / "workflows").glob("*.json")):
+        served = server.get(f"/api/workflow_templates/{cf.SERVER_PACK_NAME}/{path.name}")
+        assert served == json.loads(path.read_text()), path.name
+        assert served["groups"] and any(node["type"] in ("Note", "MarkdownNote") for node in served["nodes"])
