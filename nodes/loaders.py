@@ -1,13 +1,16 @@
 """Loader nodes. They take no tensors, so ComfyUI's cache keeps their outputs (the loaded models) alive
 between runs as long as their settings do not change. Models are built on the offload device and
 wrapped in `comfy.model_patcher.ModelPatcher`; the nodes that use them call
-`comfy.model_management.load_models_gpu` first, so ComfyUI's memory manager sees and moves them."""
+`comfy.model_management.load_models_gpu` first (`load_to_device`), so ComfyUI's memory manager sees
+and moves them. The EmoCAST network is built from ComfyUI's cast layers (`comfy.ops`), so ComfyUI may
+load it partially, as it does its own models."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import comfy.model_management as mm
 import comfy.model_patcher
+import comfy.ops
 import torch
 from comfy_api.latest import io
 
@@ -18,9 +21,11 @@ from ..emocast_core.conditioning.face import FaceAnalyzer
 from ..emocast_core.demo.bundle import DemoBundle
 from ..emocast_core.demo.face import demo_face_analyzer
 from ..emocast_core.demo.text_encoder import MiniLMEmotionEncoder
-from ..emocast_core.devices import DTYPE_NAMES
+from ..emocast_core.devices import PRECISION_CHOICES, pick_dtype
 from ..emocast_core.loading import checkpoint_config, load_vae
+from ..emocast_core.model_files import is_tokenizer_folder, tokenizer_candidates
 from . import paths
+from .comfy_vae import ComfyVAEAdapter
 from .types import (
     AudioEncoderType,
     EmoCASTModel,
@@ -32,17 +37,31 @@ from .types import (
 )
 
 CATEGORY = "EmoCAST/loaders"
-PRECISIONS = ["auto", "fp16", "bf16", "fp32"]
+PRECISIONS = list(PRECISION_CHOICES)
 
 
 class ModuleHolder(torch.nn.Module):
     """Gives any `nn.Module` the writable ``device`` attribute `ModelPatcher` sets on the model it
-    manages (diffusers and transformers models expose ``device`` as a read-only property)."""
+    manages (diffusers and transformers models expose ``device`` as a read-only property).
+
+    The patcher sets it to where the model computes after every load and unload. A module that can
+    compute with some of its weights elsewhere (`EmoCASTNet` under a partial load) learns it through its
+    `set_execution_device`; the others compute where their weights are."""
 
     def __init__(self, inner: torch.nn.Module, device: torch.device):
         super().__init__()
         self.inner = inner
         self.device = device
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @device.setter
+    def device(self, device: torch.device) -> None:
+        self._device = device
+        if hasattr(self.inner, "set_execution_device"):
+            self.inner.set_execution_device(device)
 
 
 def make_patcher(module: torch.nn.Module, load_device: torch.device, offload_device: torch.device):
@@ -50,19 +69,31 @@ def make_patcher(module: torch.nn.Module, load_device: torch.device, offload_dev
     return comfy.model_patcher.ModelPatcher(ModuleHolder(module, offload_device), load_device, offload_device)
 
 
+def casts_own_weights(model: torch.nn.Module) -> bool:
+    """Whether every layer of `model` that holds weights is a ComfyUI cast layer (`comfy.ops`), which can
+    fetch its weights from the offload device as it runs: the condition for a partial load to work."""
+    return all(
+        hasattr(module, "comfy_cast_weights")
+        for module in model.modules()
+        if next(module.parameters(recurse=False), None) is not None
+    )
+
+
 def load_to_device(*patchers) -> None:
-    """Let ComfyUI place the models, fully. A partial (low-VRAM) load moves only the layers built with
-    ComfyUI's cast ops (`comfy.ops`) and casts the rest on the fly; these networks are plain torch layers,
-    so a partial load would leave the layers that do not fit on the offload device while the patcher
-    reports the GPU, and the forward pass would fail on mixed devices. Partial loading needs the
-    networks built with `comfy.ops` layers first."""
-    mm.load_models_gpu(list(patchers), force_full_load=True)
+    """Let ComfyUI place the models for the next computation.
 
-
-def pick_dtype(precision: str, device: torch.device, model_params: int = 0) -> torch.dtype:
-    if precision != "auto":
-        return DTYPE_NAMES[precision]
-    return mm.unet_dtype(device=device, model_params=model_params, supported_dtypes=[torch.float16, torch.bfloat16, torch.float32])
+    Models made of ComfyUI's cast layers (the EmoCAST network, ComfyUI's own VAE) are loaded together
+    and may be loaded partially when memory is short (`--lowvram`, `--novram`, or a GPU full of other
+    models): the layers left on the offload device bring their weights along as they run. The
+    transformers and diffusers encoders are plain torch layers, which cannot compute with weights left
+    behind, so they are loaded whole, and after the others: loading them may push a cast-layer model
+    out (which it survives), never the other way round."""
+    partial_ok = [patcher for patcher in patchers if casts_own_weights(patcher.model)]
+    whole = [patcher for patcher in patchers if patcher not in partial_ok]
+    if partial_ok:
+        mm.load_models_gpu(partial_ok)
+    if whole:
+        mm.load_models_gpu(whole, force_full_load=True)
 
 
 class EmoCASTModelLoader(io.ComfyNode):
@@ -72,15 +103,21 @@ class EmoCASTModelLoader(io.ComfyNode):
             node_id="EmoCASTModelLoader",
             display_name="EmoCAST Model Loader",
             category=CATEGORY,
-            description="Loads the EmoCAST network (net.pth / .safetensors from models/emocast) and its SD VAE.",
+            description="Loads the EmoCAST network (net.pth / .safetensors from models/emocast) and its SD VAE "
+                        "(a diffusers folder, or ComfyUI's VAE connected to vae_model).",
             inputs=[
                 io.Combo.Input("checkpoint", options=paths.CHECKPOINT.choices(),
                                tooltip="EmoCAST weights in models/emocast (.safetensors or .pth). An architecture "
                                        "file <name>.json or config.json beside it is used when present."),
                 io.Combo.Input("vae", options=paths.VAE.choices(),
-                               tooltip="The sd-vae-ft-mse VAE as a diffusers folder in models/vae or models/emocast."),
+                               tooltip="The sd-vae-ft-mse VAE as a diffusers folder in models/vae or models/emocast. "
+                                       "Ignored when a VAE is connected to vae_model."),
                 io.Combo.Input("precision", options=PRECISIONS, default="auto",
                                tooltip="Weight dtype. auto: fp16/bf16 on GPUs that support it, fp32 on the CPU."),
+                io.Vae.Input("vae_model", optional=True,
+                             tooltip="Optional: ComfyUI's VAE, e.g. Load VAE with vae-ft-mse-840000-ema-pruned.safetensors "
+                                     "(or a SD1.5 checkpoint's VAE). Used instead of the vae folder, with ComfyUI's own "
+                                     "memory management and tiled fallback."),
             ],
             outputs=[EmoCASTModel.Output(display_name="model",
                                          tooltip="The EmoCAST network and its VAE: connect to EmoCAST Sampler.")],
@@ -95,26 +132,45 @@ class EmoCASTModelLoader(io.ComfyNode):
         return paths.check_choices((paths.CHECKPOINT, checkpoint))
 
     @classmethod
-    def execute(cls, checkpoint, vae, precision) -> io.NodeOutput:
+    def execute(cls, checkpoint, vae, precision, vae_model=None) -> io.NodeOutput:
         # Again here, before anything is read: execute() can be called without validation.
         demo = DemoBundle()
         checkpoint_path = demo.net if checkpoint == paths.DEMO_CHOICE else paths.CHECKPOINT.resolve(checkpoint)
-        vae_dir = demo.vae_dir if vae == paths.DEMO_CHOICE else paths.VAE.resolve(vae)
+        comfy_vae = cls._adapt(vae_model) if vae_model is not None else None
+        vae_dir = None if comfy_vae is not None else demo.vae_dir if vae == paths.DEMO_CHOICE else paths.VAE.resolve(vae)
         load_device, offload_device = mm.get_torch_device(), mm.unet_offload_device()
-        dtype = pick_dtype(precision, load_device, model_params=checkpoint_path.stat().st_size // 2)
+        # auto: what ComfyUI's memory manager picks for a model of this size on this GPU.
+        auto_dtype = mm.unet_dtype(device=load_device, model_params=checkpoint_path.stat().st_size // 2,
+                                   supported_dtypes=[torch.float16, torch.bfloat16, torch.float32])
+        dtype = pick_dtype(precision, load_device, auto=auto_dtype)
         # Architecture: stored in the file, else <name>.json / config.json / unet_config.json beside it, else SD1.5.
-        config = checkpoint_config(checkpoint_path, checkpoint_path.parent / "unet_config.json")
-        net = load_emocast_net(checkpoint_path, config, device=offload_device, dtype=dtype)
-        vae_device = mm.vae_device()
-        # As ComfyUI does for SD VAEs: bf16 where supported, else fp32 (fp16 SD VAEs can overflow to NaN).
-        vae_dtype = mm.vae_dtype(vae_device, [torch.bfloat16]) if precision == "auto" else dtype
-        vae_model = load_vae(vae_dir, device=mm.vae_offload_device(), dtype=vae_dtype)
+        config = checkpoint_config(checkpoint_path)
+        # ComfyUI's layers, picked as for its own models (weights stored in the dtype they compute in), so
+        # that its memory manager can load the network partially.
+        operations = comfy.ops.pick_operations(dtype, dtype, load_device=load_device)
+        net = load_emocast_net(checkpoint_path, config, device=offload_device, dtype=dtype, operations=operations)
+        if comfy_vae is not None:
+            vae_used, vae_patcher = comfy_vae, comfy_vae.patcher
+        else:
+            vae_device = mm.vae_device()
+            # As ComfyUI does for SD VAEs: bf16 where supported, else fp32 (fp16 SD VAEs can overflow to NaN).
+            vae_dtype = pick_dtype(precision, vae_device, auto=mm.vae_dtype(vae_device, [torch.bfloat16]))
+            vae_used = load_vae(vae_dir, device=mm.vae_offload_device(), dtype=vae_dtype)
+            vae_patcher = make_patcher(vae_used, vae_device, mm.vae_offload_device())
         return io.NodeOutput(LoadedEmoCAST(
             net_patcher=make_patcher(net, load_device, offload_device),
-            vae_patcher=make_patcher(vae_model, vae_device, mm.vae_offload_device()),
+            vae=vae_used,
+            vae_patcher=vae_patcher,
             checkpoint_name=checkpoint,
             dtype=dtype,
         ))
+
+    @staticmethod
+    def _adapt(vae_model) -> ComfyVAEAdapter:
+        try:
+            return ComfyVAEAdapter(vae_model)
+        except ValueError as error:
+            raise ValueError(f"EmoCAST Model Loader: vae_model: {error}") from None
 
 
 class EmoCASTTextEncoderLoader(io.ComfyNode):
@@ -160,14 +216,9 @@ class EmoCASTTextEncoderLoader(io.ComfyNode):
 
 
 def _tokenizer_beside(path: Path) -> Path | None:
-    if path.is_file():
-        candidates = [path.parent / f"{path.stem}_tokenizer", path.parent / "clip_l_tokenizer", path.parent / "tokenizer"]
-    else:
-        candidates = [path, path / "tokenizer", path.parent / "tokenizer"]
-    for candidate in candidates:
-        if not paths.is_contained(candidate, paths.TEXT_ENCODER.keys):
-            continue
-        if (candidate / "tokenizer.json").is_file() or ((candidate / "vocab.json").is_file() and (candidate / "merges.txt").is_file()):
+    """The core's tokenizer search, taking only folders inside the text encoders' model folders."""
+    for candidate in tokenizer_candidates(path):
+        if paths.is_contained(candidate, paths.TEXT_ENCODER.keys) and is_tokenizer_folder(candidate):
             return candidate
     return None
 
@@ -205,7 +256,7 @@ class EmoCASTAudioEncoderLoader(io.ComfyNode):
         folder = DemoBundle().wav2vec_dir if wav2vec2 == paths.DEMO_CHOICE else paths.AUDIO_ENCODER.resolve(wav2vec2)
         separator_path = None if vocal_separator == paths.NONE_CHOICE else paths.VOCAL_SEPARATOR.resolve(vocal_separator)
         load_device, offload_device = mm.text_encoder_device(), mm.text_encoder_offload_device()
-        dtype = mm.text_encoder_dtype(load_device) if precision == "auto" else DTYPE_NAMES[precision]
+        dtype = pick_dtype(precision, load_device, auto=mm.text_encoder_dtype(load_device))
         encoder = AudioEncoder.from_pretrained(folder, device=offload_device, dtype=dtype)
         separator = None
         if separator_path is not None:

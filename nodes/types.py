@@ -12,7 +12,7 @@ from typing import Any, Optional
 import torch
 from comfy_api.latest import io
 
-from ..emocast_core.conditioning.emotion_schedule import keyframe_blend_weights
+from ..emocast_core.conditioning.emotion import frame_embeddings
 from ..emocast_core.pipeline import EmotionConditions
 
 EmoCASTModel = io.Custom("EMOCAST_MODEL")
@@ -30,17 +30,14 @@ class LoadedEmoCAST:
     ComfyUI's memory manager decides where they live (`comfy.model_management.load_models_gpu`)."""
 
     net_patcher: Any  # ModelPatcher around ModuleHolder(EmoCASTNet)
-    vae_patcher: Any  # ModelPatcher around ModuleHolder(diffusers AutoencoderKL)
+    vae: Any  # diffusers AutoencoderKL, or ComfyVAEAdapter around ComfyUI's VAE (the same interface)
+    vae_patcher: Any  # its ModelPatcher: around ModuleHolder(AutoencoderKL), or the ComfyUI VAE's own
     checkpoint_name: str
     dtype: torch.dtype
 
     @property
     def net(self):
         return self.net_patcher.model.inner
-
-    @property
-    def vae(self):
-        return self.vae_patcher.model.inner
 
 
 @dataclass
@@ -71,11 +68,8 @@ class EmotionInput:
     description: str = ""
 
     def conditions(self, num_frames: int, fps: float) -> EmotionConditions:
-        if len(self.keyframe_times) == 1:
-            return EmotionConditions(self.keyframe_tokens[:1], self.uncond_tokens)
-        weights = keyframe_blend_weights(list(self.keyframe_times), int(num_frames), float(fps), self.transition)
-        per_frame = torch.einsum("tk,kld->tld", weights.float(), self.keyframe_tokens.float())
-        return EmotionConditions(per_frame.to(self.keyframe_tokens.dtype), self.uncond_tokens)
+        tokens = frame_embeddings(self.keyframe_tokens, self.keyframe_times, num_frames, fps, self.transition)
+        return EmotionConditions(tokens, self.uncond_tokens)
 
 
 @dataclass
