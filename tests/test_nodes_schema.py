@@ -70,6 +70,7 @@ def validate(nodes, monkeypatch):
     """``validate(prompt, node_key)`` -> the errors ComfyUI reports for that node, with the pack's nodes
     registered as ComfyUI registers them."""
     import execution
+
     import nodes as comfy_nodes
 
     for node_id, node in nodes.items():
