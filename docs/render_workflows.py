@@ -6,18 +6,21 @@
 Reads a workflow in ComfyUI's UI format and draws what the editor shows, simplified: groups with their
 titles, nodes with their titles, input and output slot names and widget values, links as curves from
 output to input, and the text of note nodes. Node titles come from the API twin in `workflows/api/` where
-there is one (its `_meta.title`), else the node type. Needs only Pillow. Not part of the node pack.
+there is one (its `_meta.title`), else the node type. Needs only Pillow (10.1 or newer, for sized
+fonts). Not part of the node pack.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
 REPO = Path(__file__).resolve().parents[1]
 NOTE_TYPES = ("Note", "MarkdownNote")
+DIGEST_KEY = "workflow-sha256"  # PNG text chunk: the digest of the workflow the picture was drawn from
 
 SCALE = 0.75  # canvas units -> pixels
 MARGIN = 20  # canvas units around the drawing
@@ -54,9 +57,12 @@ def node_titles(workflow_path: Path) -> dict[int, str]:
 class Canvas:
     def __init__(self, left: float, top: float, right: float, bottom: float):
         self.left, self.top = left - MARGIN, top - MARGIN
-        size = (round((right - left + 2 * MARGIN) * SCALE), round((bottom - top + 2 * MARGIN) * SCALE))
-        self.image = Image.new("RGB", size, BACKGROUND)
+        self.image = Image.new("RGB", self.size_for(left, top, right, bottom), BACKGROUND)
         self.draw = ImageDraw.Draw(self.image, "RGBA")
+
+    @staticmethod
+    def size_for(left: float, top: float, right: float, bottom: float) -> tuple[int, int]:
+        return round((right - left + 2 * MARGIN) * SCALE), round((bottom - top + 2 * MARGIN) * SCALE)
 
     def at(self, x: float, y: float) -> tuple[float, float]:
         return (x - self.left) * SCALE, (y - self.top) * SCALE
@@ -123,14 +129,25 @@ def widget_text(value) -> str:
     return str(value).replace("\n", " / ") if str(value) != "" else '""'
 
 
+def extent(workflow: dict) -> tuple[float, float, float, float]:
+    """(left, top, right, bottom) of everything drawn, in canvas units."""
+    rects = [(n["pos"][0], n["pos"][1] - TITLE_HEIGHT, n["size"][0], n["size"][1] + TITLE_HEIGHT)
+             for n in workflow["nodes"]]
+    rects += [tuple(group["bounding"]) for group in workflow.get("groups", [])]
+    return (min(r[0] for r in rects), min(r[1] for r in rects),
+            max(r[0] + r[2] for r in rects), max(r[1] + r[3] for r in rects))
+
+
+def picture_size(workflow: dict) -> tuple[int, int]:
+    """The size in pixels of the picture `render` draws for ``workflow``."""
+    return Canvas.size_for(*extent(workflow))
+
+
 def render(workflow_path: Path) -> Image.Image:
     workflow = json.loads(workflow_path.read_text(encoding="utf-8"))
     titles = node_titles(workflow_path)
     nodes = {node["id"]: node for node in workflow["nodes"]}
-    rects = [(n["pos"][0], n["pos"][1] - TITLE_HEIGHT, n["size"][0], n["size"][1] + TITLE_HEIGHT) for n in nodes.values()]
-    rects += [tuple(group["bounding"]) for group in workflow.get("groups", [])]
-    canvas = Canvas(min(r[0] for r in rects), min(r[1] for r in rects),
-                    max(r[0] + r[2] for r in rects), max(r[1] + r[3] for r in rects))
+    canvas = Canvas(*extent(workflow))
 
     for group in workflow.get("groups", []):
         x, y, w, h = group["bounding"]
@@ -178,9 +195,18 @@ def render(workflow_path: Path) -> Image.Image:
     return canvas.image
 
 
-def save_small(image: Image.Image, path: Path) -> None:
-    """A palette PNG: flat colours and text compress far better than in RGB."""
-    image.quantize(colors=64, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(path, optimize=True)
+def source_digest(workflow: dict) -> str:
+    """What a picture records of the workflow it shows, so that a stale picture can be noticed."""
+    canonical = json.dumps(workflow, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def save_small(image: Image.Image, path: Path, digest: str) -> None:
+    """A palette PNG (flat colours and text compress far better than in RGB) that names its source."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text(DIGEST_KEY, digest)
+    image.quantize(colors=64, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
+        path, optimize=True, pnginfo=info)
 
 
 def main() -> None:
@@ -191,7 +217,7 @@ def main() -> None:
     options.out.mkdir(parents=True, exist_ok=True)
     for path in options.workflows or sorted((REPO / "workflows").glob("*.json")):
         target = options.out / f"{path.stem}.png"
-        save_small(render(path), target)
+        save_small(render(path), target, source_digest(json.loads(path.read_text(encoding="utf-8"))))
         print(f"{target} ({target.stat().st_size // 1024} KB)")
 
 

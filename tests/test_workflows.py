@@ -207,8 +207,9 @@ def test_every_link_joins_an_output_to_an_input_of_its_type(path):
 
 @pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.stem)
 def test_picture_is_drawn_from_the_current_layout_and_documented(path):
-    """docs/images/<name>.png exists, is small, has the size the current layout draws at (so a changed
-    layout without a new picture fails), and README and docs/comfyui.md show it."""
+    """docs/images/<name>.png exists, is small, was drawn from the workflow as it is now (it records the
+    workflow's digest, so an edited workflow without a new picture fails), and README and docs/comfyui.md
+    show it."""
     import importlib.util
 
     from PIL import Image
@@ -220,6 +221,8 @@ def test_picture_is_drawn_from_the_current_layout_and_documented(path):
     renderer = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(renderer)
     with Image.open(picture) as image:
-        assert image.size == renderer.render(path).size, "layout changed: run python docs/render_workflows.py"
+        assert image.size == renderer.picture_size(load(path))
+        assert image.text.get(renderer.DIGEST_KEY) == renderer.source_digest(load(path)), \
+            "the workflow changed since its picture was drawn: run python docs/render_workflows.py"
     assert f"docs/images/{path.stem}.png" in (REPO / "README.md").read_text(encoding="utf-8")
     assert f"images/{path.stem}.png" in (REPO / "docs" / "comfyui.md").read_text(encoding="utf-8")
