@@ -145,8 +145,8 @@ SAMPLER = dict(seed=3, steps=1, cfg=3.5, solver="ddim", overlap=0, audio_cfg=0.0
 
 @pytest.fixture(scope="module")
 def frames(nodes, conditions):
-    images, fps = run(nodes["EmoCASTSampler"], model=conditions["model"], reference=conditions["reference"],
-                      emotion=conditions["emotion"], audio_features=conditions["features"], **SAMPLER).result
+    images, fps, _latent = run(nodes["EmoCASTSampler"], model=conditions["model"], reference=conditions["reference"],
+                               emotion=conditions["emotion"], audio_features=conditions["features"], **SAMPLER).result
     return images, fps
 
 
@@ -225,8 +225,8 @@ def base_frames(nodes, conditions, short_clip_features):
 
 def _sample(nodes, conditions, features, changes):
     options = {**SAMPLER, "steps": 2, **changes}
-    images, _ = run(nodes["EmoCASTSampler"], model=conditions["model"], reference=conditions["reference"],
-                    emotion=conditions["emotion"], audio_features=features, **options).result
+    images, _, _ = run(nodes["EmoCASTSampler"], model=conditions["model"], reference=conditions["reference"],
+                       emotion=conditions["emotion"], audio_features=features, **options).result
     return images
 
 
