@@ -61,8 +61,19 @@ def add_output_options_to_commands(subparsers) -> None:
         add_output_options(command, default=argparse.SUPPRESS)
 
 
+# Commands that moved to the research tools: their old name gets a pointer, not "invalid choice".
+MOVED_COMMANDS = {"evaluate": "python -m emocast_research evaluate"}
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run a `python -m emocast_core` command (see `run_command`)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # The options before the command are flags only, so the first other word is the command.
+    command = next((word for word in argv if not word.startswith("-")), None)
+    if command in MOVED_COMMANDS:
+        print(f"error: `{command}` is not part of the runtime; run `{MOVED_COMMANDS[command]} ...`",
+              file=sys.stderr)
+        return 2
     return run_command(build_parser(), argv)
 
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from emocast_core.cli import main as runtime_main
 from emocast_core.video import write_video as write_mp4
 from emocast_research.cli import main
 from emocast_research.evaluation import (
@@ -422,6 +423,9 @@ def test_evaluate_command_refuses_bad_input_before_any_work(tmp_path, capsys):
     assert error.count("\n") == 0 and "missing.model" in error
     assert main(["evaluate", str(tmp_path / "nowhere"), "--no-progress"]) == 2
     assert "no such video file or folder" in capsys.readouterr().err
+    # The runtime's command line points at the command's new home.
+    assert runtime_main(["--debug", "evaluate", str(folder), "--no-progress"]) == 2
+    assert "python -m emocast_research evaluate" in capsys.readouterr().err
     bad_labels = tmp_path / "labels.csv"
     bad_labels.write_text("video,mood\na.mp4,happy\n")
     assert main(["evaluate", str(folder), "--labels", str(bad_labels), "--no-progress"]) == 2
