@@ -19,7 +19,7 @@ from PIL import Image
 from emocast_core.checkpoint import convert_checkpoint
 
 from .corpus import identity_from_dict
-from .evaluation import portrait_of
+from .faces import portrait_of
 from .speech import SAMPLE_RATE, speak
 
 DEMO_SENTENCE = "Hello! This face was drawn by a program, and it learned to talk from synthetic speech."
