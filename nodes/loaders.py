@@ -37,6 +37,7 @@ from .types import (
 )
 
 CATEGORY = "EmoCAST/loaders"
+CLIP_L_WIDTH = 768  # the text-token width EmoCAST's cross-attention was trained on
 PRECISIONS = list(PRECISION_CHOICES)
 
 
@@ -188,22 +189,34 @@ class EmoCASTTextEncoderLoader(io.ComfyNode):
                 io.Combo.Input("tokenizer", options=paths.TOKENIZER.choices(), default="auto",
                                tooltip="auto: a tokenizer folder beside the encoder (<name>_tokenizer/ or tokenizer/), "
                                        "else the CLIP tokenizer that ships with ComfyUI (comfy/sd1_tokenizer)."),
+                io.Clip.Input("clip", optional=True,
+                              tooltip="Optional: ComfyUI's CLIP, e.g. Load CLIP with clip_l.safetensors (type "
+                                      "stable_diffusion) or a SD1.5 checkpoint's CLIP. Its CLIP-L weights are used "
+                                      "instead of the text_encoder file, run as EmoCAST was trained (see docs)."),
             ],
             outputs=[TextEncoder.Output(display_name="text_encoder",
                                         tooltip="The emotion text encoder: connect to EmoCAST Emotion Encode.")],
         )
 
     @classmethod
-    def validate_inputs(cls, text_encoder=None):
+    def validate_inputs(cls, text_encoder=None, input_types=None):
         # The main model input only (see EmoCASTModelLoader.validate_inputs); execute() checks the tokenizer.
+        # Taking input_types tells ComfyUI to leave the linked inputs' types to this function: clip is the
+        # only one, and when it is connected the text_encoder file is not used, so not checked either.
+        linked = (input_types or {}).get("clip")
+        if linked is not None:
+            return True if linked == "CLIP" else f"clip must come from a CLIP output, not {linked}"
         return paths.check_choices((paths.TEXT_ENCODER, text_encoder))
 
     @classmethod
-    def execute(cls, text_encoder, tokenizer) -> io.NodeOutput:
-        path = None if text_encoder == paths.DEMO_CHOICE else paths.TEXT_ENCODER.resolve(text_encoder)
-        tokenizer_dir = None if paths.TOKENIZER.is_builtin(tokenizer) else paths.TOKENIZER.resolve(tokenizer)
+    def execute(cls, text_encoder, tokenizer, clip=None) -> io.NodeOutput:
         load_device, offload_device = mm.text_encoder_device(), mm.text_encoder_offload_device()
         dtype = mm.text_encoder_dtype(load_device)
+        if clip is not None:
+            encoder = cls._from_comfy_clip(clip, tokenizer, offload_device, dtype)
+            return io.NodeOutput(LoadedTextEncoder(encoder, make_patcher(encoder.text_model, load_device, offload_device)))
+        path = None if text_encoder == paths.DEMO_CHOICE else paths.TEXT_ENCODER.resolve(text_encoder)
+        tokenizer_dir = None if paths.TOKENIZER.is_builtin(tokenizer) else paths.TOKENIZER.resolve(tokenizer)
         if path is None:
             encoder = MiniLMEmotionEncoder.from_pretrained(device=offload_device, dtype=dtype)
             return io.NodeOutput(LoadedTextEncoder(encoder, make_patcher(encoder.text_model, load_device, offload_device)))
@@ -213,6 +226,23 @@ class EmoCASTTextEncoderLoader(io.ComfyNode):
             tokenizer_dir = paths.comfy_sd1_tokenizer()
         encoder = EmotionTextEncoder.from_pretrained(path, tokenizer_dir, device=offload_device, dtype=dtype)
         return io.NodeOutput(LoadedTextEncoder(encoder, make_patcher(encoder.text_model, load_device, offload_device)))
+
+    @staticmethod
+    def _from_comfy_clip(clip, tokenizer: str, device: torch.device, dtype: torch.dtype) -> EmotionTextEncoder:
+        """The CLIP-L text tower of ComfyUI's CLIP, run by transformers as upstream runs it. ComfyUI's own
+        encode does not mask the padding of SD1.5 prompts, while EmoCAST was conditioned with the padding
+        masked; most of the 77 positions it reads are padding, so they would differ (see docs/comfyui.md)."""
+        tokenizer_dir = paths.comfy_sd1_tokenizer() if paths.TOKENIZER.is_builtin(tokenizer) else paths.TOKENIZER.resolve(tokenizer)
+        try:
+            encoder = EmotionTextEncoder.from_state_dict(clip.get_sd(), tokenizer_dir, device=device, dtype=dtype,
+                                                         source="the connected CLIP")
+        except ValueError as error:
+            raise ValueError(f"EmoCAST Emotion Text Encoder Loader: clip: {error}") from None
+        if encoder.hidden_size != CLIP_L_WIDTH:
+            raise ValueError(f"EmoCAST Emotion Text Encoder Loader: clip: its text tower is {encoder.hidden_size} wide; "
+                             f"EmoCAST needs CLIP ViT-L/14 ({CLIP_L_WIDTH}): Load CLIP with clip_l.safetensors, "
+                             "type stable_diffusion")
+        return encoder
 
 
 def _tokenizer_beside(path: Path) -> Path | None:

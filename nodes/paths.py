@@ -340,9 +340,10 @@ def output_prefix_problem(prefix) -> str | None:
 
 
 def comfy_sd1_tokenizer() -> Path:
-    import comfy
+    # `comfy` is a namespace package (no __init__.py, so no __file__): find the folder from a module in it.
+    import comfy.sd1_clip
 
-    return Path(comfy.__file__).parent / "sd1_tokenizer"
+    return Path(comfy.sd1_clip.__file__).parent / "sd1_tokenizer"
 
 
 def copy_demo_inputs() -> None:

@@ -107,7 +107,7 @@ def write_speech(path: Path, seconds: float, sample_rate: int = SPEECH_RATE) -> 
 # migration of the workflows.
 NODE_INPUTS = {
     "EmoCASTModelLoader": [("checkpoint", "widget"), ("vae", "widget"), ("precision", "widget"), ("vae_model", "link")],
-    "EmoCASTTextEncoderLoader": [("text_encoder", "widget"), ("tokenizer", "widget")],
+    "EmoCASTTextEncoderLoader": [("text_encoder", "widget"), ("tokenizer", "widget"), ("clip", "link")],
     "EmoCASTAudioEncoderLoader": [("wav2vec2", "widget"), ("precision", "widget"), ("vocal_separator", "widget")],
     "EmoCASTFaceAnalyzerLoader": [("face_models", "widget"), ("onnx_device", "widget")],
     "EmoCASTReferenceEncoder": [("face_analyzer", "link"), ("image", "link"), ("size", "widget"), ("face_index", "widget"),

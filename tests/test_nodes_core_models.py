@@ -262,3 +262,82 @@ def test_sampler_with_comfy_vae_makes_the_frames_of_the_diffusers_vae(nodes, mod
     # both count. The VAEs agree to ~1e-5 (see above); the network, one step, does not amplify that much.
     assert frames.shape == expected.shape == (5, 64, 64, 3)
     torch.testing.assert_close(frames, expected, rtol=0, atol=1e-3)
+
+
+# --- ComfyUI's CLIP -------------------------------------------------------------------------------------
+
+CLIP_L_FILE = "clip_l_random.safetensors"
+PROMPTS = ["A person is talking with happy emotion.", ""]
+
+
+@pytest.fixture(scope="module")
+def clip_l_file(models_root):
+    """A randomly initialised full-size CLIP-L text tower (ComfyUI builds SD1.5's CLIP with a fixed shape) as
+    ComfyUI's models/text_encoders/clip_l.safetensors stores it (transformers keys, text_model.*, float16)."""
+    from safetensors.torch import save_file
+    from tiny_clip import text_tower_tensors
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    config = CLIPTextConfig(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                            num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu",
+                            bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
+    path = models_root / "text_encoders" / CLIP_L_FILE
+    save_file({key: tensor.half() for key, tensor in text_tower_tensors(CLIPTextModel(config).eval()).items()}, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def comfy_clip(clip_l_file):
+    import nodes as comfy_nodes
+
+    (clip,) = comfy_nodes.CLIPLoader().load_clip(CLIP_L_FILE, type="stable_diffusion")
+    return clip
+
+
+@pytest.fixture(scope="module")
+def upstream_states(pack, clip_l_file):
+    """What EmoCAST was conditioned on: transformers' CLIP last_hidden_state, padding masked (float32)."""
+    from emocast_core.conditioning.emotion import EmotionTextEncoder
+
+    tokenizer = sys.modules["emocast_pack.nodes.paths"].comfy_sd1_tokenizer()
+    encoder = EmotionTextEncoder.from_pretrained(clip_l_file, tokenizer)
+    return encoder.encode(PROMPTS), encoder.tokenize(PROMPTS)["attention_mask"].bool()
+
+
+def test_text_encoder_from_comfy_clip_gives_upstreams_hidden_states(nodes, comfy_clip, upstream_states):
+    expected, _ = upstream_states
+    loaded = run(nodes["EmoCASTTextEncoderLoader"], text_encoder="text_encoders/clip_l.safetensors", tokenizer="auto",
+                 clip=comfy_clip).result[0]
+    assert loaded.encoder.dtype == mm.text_encoder_dtype(mm.text_encoder_device())  # as for the text_encoder file
+    states = loaded.encoder.to(dtype=torch.float32).encode(PROMPTS)
+    assert states.shape == expected.shape == (2, 77, 768)
+    # The same (float16-stored) weights through the same transformers model, float32 on the CPU.
+    torch.testing.assert_close(states, expected, rtol=1e-5, atol=1e-5)
+    emotion = run(nodes["EmoCASTEmotionEncode"], text_encoder=loaded, preset="happy", text="", intensity=1.0).result[0]
+    assert emotion.keyframe_tokens.shape == (1, 77, 768) and emotion.uncond_tokens.shape == (1, 77, 768)
+
+
+def test_comfy_clips_own_encode_differs_only_on_the_padding(comfy_clip, upstream_states):
+    """Why the loader runs the CLIP's weights itself instead of calling ComfyUI's encode: ComfyUI encodes
+    SD1.5 prompts without the padding mask, so the tokens of the prompt agree and the padding does not."""
+    expected, prompt_positions = upstream_states
+    for index, prompt in enumerate(PROMPTS):
+        comfy_states = comfy_clip.encode_from_tokens(comfy_clip.tokenize(prompt))
+        assert comfy_states.shape == (1, 77, 768)
+        real = prompt_positions[index]
+        torch.testing.assert_close(comfy_states[0, real].float(), expected[index, real], rtol=1e-4, atol=1e-4)
+        padding_gap = (comfy_states[0, ~real].float() - expected[index, ~real]).abs().max()
+        assert padding_gap > 1e-2, "ComfyUI now masks the padding: its encode could be used directly"
+
+
+def test_text_encoder_refuses_a_clip_without_a_clip_l_tower(nodes, models_root):
+    class NotClip:
+        def get_sd(self):
+            return {"transformer.resblocks.0.attn.in_proj_weight": torch.zeros(3, 3)}
+
+    with pytest.raises(ValueError, match="clip: .*no CLIP text tower"):
+        run(nodes["EmoCASTTextEncoderLoader"], text_encoder="text_encoders/clip_l.safetensors", tokenizer="auto",
+            clip=NotClip())
+    assert nodes["EmoCASTTextEncoderLoader"].validate_inputs(text_encoder="(missing)", input_types={"clip": "CLIP"}) is True
+    assert "CLIP" in nodes["EmoCASTTextEncoderLoader"].validate_inputs(text_encoder=None, input_types={"clip": "VAE"})

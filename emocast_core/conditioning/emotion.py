@@ -243,6 +243,25 @@ class EmotionTextEncoder(TextModelEncoder):
         text_model.to(device=device or "cpu", dtype=dtype or torch.float32)
         return cls(tokenizer=tokenizer, text_model=text_model)
 
+    @classmethod
+    def from_state_dict(
+        cls,
+        state_dict: Mapping[str, torch.Tensor],
+        tokenizer_path: str | Path,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        source: str = "the state dict",
+    ) -> "EmotionTextEncoder":
+        """From tensors already in memory, e.g. a ComfyUI ``CLIP``'s ``get_sd()``: the CLIP-L text tower
+        is found under any of ``KNOWN_SINGLE_FILE_PREFIXES`` (the CLIP-L one of several towers), as in a
+        single file. ``source`` names the tensors in error messages."""
+        tokenizer = _load_tokenizer(Path(tokenizer_path).expanduser())
+        prefix = _text_tower_prefix(list(state_dict), Path(source))
+        tower = {key[len(prefix):]: tensor.detach() for key, tensor in state_dict.items() if _is_text_tower_key(key, prefix)}
+        text_model = _text_model_from_tower(tower, tokenizer, None, Path(source))
+        text_model.to(device=device or "cpu", dtype=dtype or torch.float32)
+        return cls(tokenizer=tokenizer, text_model=text_model)
+
     def tokenize(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Tokenize as the released pipeline does, warning about truncated prompts.
 
@@ -486,12 +505,15 @@ def _read_text_tower(path: Path) -> dict[str, torch.Tensor]:
         keys = list(checkpoint.keys())
         prefix = _text_tower_prefix(keys, path)
         # Only the tower is read: all-in-one checkpoints also hold a UNet and a VAE.
-        wanted = [
-            key for key in keys
-            if key.startswith(prefix) and key[len(prefix):].startswith(_TEXT_TOWER_GROUPS)
-            and not key.endswith("position_ids")  # an index buffer some exporters saved; rebuilt by the model
-        ]
+        wanted = [key for key in keys if _is_text_tower_key(key, prefix)]
         return {key[len(prefix):]: checkpoint.get_tensor(key) for key in wanted}
+
+
+def _is_text_tower_key(key: str, prefix: str) -> bool:
+    return (
+        key.startswith(prefix) and key[len(prefix):].startswith(_TEXT_TOWER_GROUPS)
+        and not key.endswith("position_ids")  # an index buffer some exporters saved; rebuilt by the model
+    )
 
 
 def _config_from_text_tower(
@@ -530,7 +552,12 @@ def _config_from_text_tower(
 def _load_single_file_text_model(
     path: Path, tokenizer: CLIPTokenizer, num_attention_heads: int | None
 ) -> CLIPTextModel:
-    tensors = _read_text_tower(path)
+    return _text_model_from_tower(_read_text_tower(path), tokenizer, num_attention_heads, path)
+
+
+def _text_model_from_tower(
+    tensors: Mapping[str, torch.Tensor], tokenizer: CLIPTokenizer, num_attention_heads: int | None, path: Path
+) -> CLIPTextModel:
     text_model = CLIPTextModel(_config_from_text_tower(tensors, tokenizer, num_attention_heads, path))
     # transformers 4.x nests the tower under "text_model.", 5.x does not; follow the installed one.
     expected_keys = text_model.state_dict().keys()
