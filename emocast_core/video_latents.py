@@ -10,7 +10,7 @@ convert at the border.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -44,6 +44,7 @@ def check_video_latents(video_latents, num_frames: int, channels: int, latent_si
                          "use a latent made from the same audio span (or a longer one)")
 
 
+@torch.no_grad()
 def decode_video_latents(vae, video_latents: torch.Tensor, frames_per_batch: int = 4, tiled: bool = False) -> torch.Tensor:
     """(F, 4, h, w) VAE-space latents -> CPU float32 frames (F, H, W, 3) in [0, 1].
 

@@ -22,8 +22,8 @@ from ..emocast_core.pipeline import (
     clip_starts,
 )
 from ..emocast_core.scheduling import SCHEDULER_NAMES, make_scheduler
-from ..emocast_core.video_latents import check_video_latents
 from ..emocast_core.validation import NODE_OPTIONS, SamplingSettings, check_sampling, worded_for
+from ..emocast_core.video_latents import check_video_latents
 from .loaders import load_to_device
 from .types import AudioFeaturesType, EmoCASTModel, Emotion, Reference
 
