@@ -155,3 +155,19 @@ def test_minilm_encoder_gives_clip_shaped_tokens():
     assert tokens.shape == (2, 77, 384)
     assert encoder.unconditional().shape == (1, 77, 384)
     assert not np.allclose(tokens[0].numpy(), tokens[1].numpy())
+
+
+def test_demo_model_command_refuses_bad_options_before_any_work(tmp_path, capsys):
+    from emocast_research.cli import main
+    from emocast_research.synthetic.benchmark import PRESETS
+    from emocast_research.synthetic.cli import PRESET_NAMES
+
+    assert sorted(PRESET_NAMES) == sorted(PRESETS)  # --help names them without importing torch
+    work = tmp_path / "work"
+    for bad in (["--train-steps", "0"], ["--threads", "two"], ["--steps", "corpus", "paint"], ["--preset", "huge"]):
+        with pytest.raises(SystemExit) as stopped:
+            main(["demo-model", "--work", str(work), *bad])
+        assert stopped.value.code == 2
+        error = capsys.readouterr().err.strip()
+        assert error.count("\n") == 0 and error.startswith("error: argument --")
+    assert not work.exists()

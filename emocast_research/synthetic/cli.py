@@ -22,6 +22,17 @@ PRESET_NAMES = ("full", "test")  # `benchmark.PRESETS`, named here so that --hel
 logger = logging.getLogger(__name__)
 
 
+def at_least_one(text: str) -> int:
+    """argparse type: an integer >= 1 (a usage error otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def add_demo_model_command(subparsers) -> None:
     command = subparsers.add_parser(
         "demo-model",
@@ -34,10 +45,10 @@ def add_demo_model_command(subparsers) -> None:
                          help="the steps to run, in this order (default: all)")
     command.add_argument("--preset", choices=PRESET_NAMES, default="full",
                          help="full: the shipped model (about 70 min on 2 CPU cores); test: a few minutes")
-    command.add_argument("--train-steps", type=int, default=None, help="override the preset's training steps")
+    command.add_argument("--train-steps", type=at_least_one, default=None, help="override the preset's training steps")
     command.add_argument("--bundle-out", type=Path, default=None,
                          help="where the bundle step writes the demo bundle (default: emocast_core/demo/assets)")
-    command.add_argument("--threads", type=int, default=2, help="CPU threads for torch (default 2)")
+    command.add_argument("--threads", type=at_least_one, default=2, help="CPU threads for torch (default 2)")
     command.set_defaults(handler=run_demo_model)
 
 
@@ -50,8 +61,6 @@ def run_demo_model(args: argparse.Namespace) -> int:
 
     from .benchmark import PRESETS, LearningBenchmark
 
-    if args.train_steps is not None and args.train_steps < 1:
-        raise ValueError(f"--train-steps must be at least 1, got {args.train_steps}")
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     preset = PRESETS[args.preset]
