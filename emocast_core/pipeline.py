@@ -170,8 +170,11 @@ class ClipDenoising:
     """One clip's denoising as a `ClipSampler` sees it.
 
     noise: (1, 4, F, h, w) standard normal noise on the model's device and dtype, drawn from the
-    video's seed. start_latents: scaled latents (1, 4, F, h, w) to noise and denoise again (with
-    `denoise` < 1), or None to start from pure noise. predict(model_input, timestep) returns the
+    video's seed. start_latents: scaled latents (1, 4, F, h, w) to noise and denoise again, or None
+    to start from pure noise; denoise: `GenerationConfig.denoise`, for a loop that builds its own
+    schedule (one given a noise schedule, e.g. ComfyUI's SIGMAS, carries it there instead).
+    guidance_scale: the joint guidance scale already applied by `predict`, for hooks that recombine
+    the rows. predict(model_input, timestep) returns the
     guided v-prediction (1, 4, F, h, w) and the raw per-branch rows (R, 4, F, h, w), rows `[uncond,
     cond, ...]` (see `guidance.guided_prediction`). check_cancel() raises `GenerationCancelled` when
     the host asked to stop; report_step(...) reports a finished step to the host.
@@ -192,7 +195,7 @@ class ClipSampler(Protocol):
     """A replaceable per-clip sampling loop: returns the clip's final scaled latents (1, 4, F, h, w).
 
     The pipeline's own loop runs a diffusers scheduler (`GenerationConfig.sampler`); a host brings
-    its own (e.g. ComfyUI's k-diffusion samplers) by passing one to `EmoCASTPipeline.generate`. Its
+    its own (e.g. ComfyUI's k-diffusion samplers) by passing one to `EmoCASTPipeline.generate_clips`. Its
     `report_step(step, num_steps, latents, timestep, denoised=None)` calls take a host-side int
     timestep, so that reporting never waits on the device.
     """
