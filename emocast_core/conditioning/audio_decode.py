@@ -79,11 +79,6 @@ class DecodedAudio:
             start_seconds=self.start_seconds + first / self.sample_rate,
         )
 
-    def to_comfy_audio(self) -> dict:
-        """ComfyUI ``AUDIO`` dict: ``{"waveform": Tensor (1, 1, num_samples), "sample_rate": int}``."""
-        waveform = torch.from_numpy(np.ascontiguousarray(self.waveform)).reshape(1, 1, -1)
-        return {"waveform": waveform, "sample_rate": int(self.sample_rate)}
-
 
 AudioSource = Union[str, os.PathLike, Mapping[str, Any], tuple, DecodedAudio]
 
