@@ -25,6 +25,7 @@ from ..emocast_core.devices import PRECISION_CHOICES, pick_dtype
 from ..emocast_core.loading import checkpoint_config, load_vae
 from ..emocast_core.model_files import is_tokenizer_folder, tokenizer_candidates
 from . import paths
+from .comfy_audio_encoder import ComfyAudioEncoderAdapter
 from .comfy_vae import ComfyVAEAdapter
 from .types import (
     AudioEncoderType,
@@ -270,6 +271,10 @@ class EmoCASTAudioEncoderLoader(io.ComfyNode):
                 io.Combo.Input("vocal_separator", options=paths.VOCAL_SEPARATOR.choices(), default=paths.NONE_CHOICE,
                                tooltip="Optional MDX-Net model (e.g. models/emocast/audio_separator/Kim_Vocal_2.onnx) "
                                        "that isolates the voice before feature extraction, as upstream does."),
+                io.AudioEncoder.Input("comfy_audio_encoder", optional=True,
+                                      tooltip="Optional: ComfyUI's audio encoder (Load Audio Encoder with a wav2vec2-base "
+                                              "file), used instead of the wav2vec2 folder. Not upstream's numbers: it "
+                                              "interpolates after the transformer (see docs)."),
             ],
             outputs=[AudioEncoderType.Output(display_name="audio_encoder",
                                              tooltip="wav2vec2 (and the vocal separator, if any): connect to "
@@ -277,23 +282,35 @@ class EmoCASTAudioEncoderLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, wav2vec2=None):
+    def validate_inputs(cls, wav2vec2=None, input_types=None):
         # The main model input only (see EmoCASTModelLoader.validate_inputs); execute() checks vocal_separator.
+        # input_types: see EmoCASTTextEncoderLoader.validate_inputs; a connected encoder replaces the folder.
+        linked = (input_types or {}).get("comfy_audio_encoder")
+        if linked is not None:
+            return True if linked == "AUDIO_ENCODER" else f"comfy_audio_encoder must come from an AUDIO_ENCODER output, not {linked}"
         return paths.check_choices((paths.AUDIO_ENCODER, wav2vec2))
 
     @classmethod
-    def execute(cls, wav2vec2, precision, vocal_separator=paths.NONE_CHOICE) -> io.NodeOutput:
-        folder = DemoBundle().wav2vec_dir if wav2vec2 == paths.DEMO_CHOICE else paths.AUDIO_ENCODER.resolve(wav2vec2)
+    def execute(cls, wav2vec2, precision, vocal_separator=paths.NONE_CHOICE, comfy_audio_encoder=None) -> io.NodeOutput:
         separator_path = None if vocal_separator == paths.NONE_CHOICE else paths.VOCAL_SEPARATOR.resolve(vocal_separator)
-        load_device, offload_device = mm.text_encoder_device(), mm.text_encoder_offload_device()
-        dtype = pick_dtype(precision, load_device, auto=mm.text_encoder_dtype(load_device))
-        encoder = AudioEncoder.from_pretrained(folder, device=offload_device, dtype=dtype)
+        if comfy_audio_encoder is not None:
+            try:
+                encoder = ComfyAudioEncoderAdapter(comfy_audio_encoder)
+            except ValueError as error:
+                raise ValueError(f"EmoCAST Audio Encoder Loader: comfy_audio_encoder: {error}") from None
+            patcher = encoder.patcher
+        else:
+            folder = DemoBundle().wav2vec_dir if wav2vec2 == paths.DEMO_CHOICE else paths.AUDIO_ENCODER.resolve(wav2vec2)
+            load_device, offload_device = mm.text_encoder_device(), mm.text_encoder_offload_device()
+            dtype = pick_dtype(precision, load_device, auto=mm.text_encoder_dtype(load_device))
+            encoder = AudioEncoder.from_pretrained(folder, device=offload_device, dtype=dtype)
+            patcher = make_patcher(encoder.wav2vec2, load_device, offload_device)
         separator = None
         if separator_path is not None:
             from ..emocast_core.conditioning.vocal_separation import VocalSeparator
 
             separator = VocalSeparator(separator_path, providers=onnx_providers("auto"))
-        return io.NodeOutput(LoadedAudioEncoder(encoder, make_patcher(encoder.wav2vec2, load_device, offload_device), separator))
+        return io.NodeOutput(LoadedAudioEncoder(encoder, patcher, separator))
 
 
 def onnx_providers(choice: str) -> list[str]:

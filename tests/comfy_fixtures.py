@@ -108,7 +108,8 @@ def write_speech(path: Path, seconds: float, sample_rate: int = SPEECH_RATE) -> 
 NODE_INPUTS = {
     "EmoCASTModelLoader": [("checkpoint", "widget"), ("vae", "widget"), ("precision", "widget"), ("vae_model", "link")],
     "EmoCASTTextEncoderLoader": [("text_encoder", "widget"), ("tokenizer", "widget"), ("clip", "link")],
-    "EmoCASTAudioEncoderLoader": [("wav2vec2", "widget"), ("precision", "widget"), ("vocal_separator", "widget")],
+    "EmoCASTAudioEncoderLoader": [("wav2vec2", "widget"), ("precision", "widget"), ("vocal_separator", "widget"),
+                                  ("comfy_audio_encoder", "link")],
     "EmoCASTFaceAnalyzerLoader": [("face_models", "widget"), ("onnx_device", "widget")],
     "EmoCASTReferenceEncoder": [("face_analyzer", "link"), ("image", "link"), ("size", "widget"), ("face_index", "widget"),
                                 ("face_expand_ratio", "widget"), ("on_no_face", "widget"), ("crop_to_face", "widget")],

@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional, Union
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -425,11 +425,7 @@ class AudioEncoder:
         ``(0, 1)`` when the preprocessor config turns normalisation off."""
         if not getattr(self.normalizer, "do_normalize", True):
             return 0.0, 1.0
-        count = max(int(waveform.shape[0]), 1)
-        mean = sum(float(waveform[i:i + chunk].sum(dtype=np.float64)) for i in range(0, waveform.shape[0], chunk)) / count
-        squares = sum(float(np.square(waveform[i:i + chunk] - mean, dtype=np.float64).sum())
-                      for i in range(0, waveform.shape[0], chunk))
-        return mean, float(np.sqrt(squares / count + 1e-7))  # the library's epsilon
+        return zero_mean_unit_variance(waveform, chunk)
 
     @torch.no_grad()
     def cnn_features(self, input_values: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -555,6 +551,56 @@ class AudioEncoder:
         if self.cnn_output_length(num_padded_samples) < 1:
             raise AudioDecodeError(
                 f"{decoded.source}: {decoded.num_samples} samples are too short for the wav2vec2 feature encoder")
+
+
+def zero_mean_unit_variance(waveform: np.ndarray, chunk: int = 1 << 20) -> tuple[float, float]:
+    """``(mean, std)`` of the whole clip as Wav2Vec2FeatureExtractor normalises it (population variance,
+    epsilon 1e-7), computed chunk by chunk in float64."""
+    count = max(int(waveform.shape[0]), 1)
+    mean = sum(float(waveform[i:i + chunk].sum(dtype=np.float64)) for i in range(0, waveform.shape[0], chunk)) / count
+    squares = sum(float(np.square(waveform[i:i + chunk] - mean, dtype=np.float64).sum())
+                  for i in range(0, waveform.shape[0], chunk))
+    return mean, float(np.sqrt(squares / count + 1e-7))  # the library's epsilon
+
+
+def features_from_native_rate(
+    hidden_states: Callable[[torch.Tensor], Sequence[torch.Tensor]],
+    audio: AudioSource | np.ndarray,
+    *,
+    fps: Fps = DEFAULT_FPS,
+    clip_length: int = DEFAULT_CLIP_LENGTH,
+    allow_silence: bool = False,
+) -> AudioFeatures:
+    """:meth:`AudioEncoder.encode`'s features from a wav2vec2 that runs at its own rate and returns
+    every layer, such as ComfyUI's ``AUDIO_ENCODER``.
+
+    hidden_states: (1, num_samples) zero-mean unit-variance 16 kHz signal -> the ``L + 1`` hidden states
+        (1, T_native, C) at wav2vec2's ~50 Hz (the first layer's input, then every layer's output).
+
+    The signal is normalised and padded to whole clips as upstream does, but the frames are interpolated
+    (linearly, ``align_corners=True``) from the transformer's outputs; upstream interpolates the CNN
+    features onto the frames *before* the transformer, which then sees one token per video frame. So the
+    two differ by more than rounding (docs/comfyui.md gives the measured difference).
+    """
+    decoded = _checked_16k(audio, allow_silence)
+    waveform = decoded.waveform
+    num_frames = num_video_frames(waveform.shape[0], WAV2VEC_SAMPLE_RATE, fps)
+    num_padded = padded_frame_count(num_frames, clip_length)
+    mean, std = zero_mean_unit_variance(waveform)
+    input_values = ((waveform - mean) / std).astype(np.float32)
+    # Padding comes after normalisation, as upstream: the pad is exact zeros of the normalised signal.
+    input_values = np.pad(input_values, (0, padding_samples(num_frames, clip_length, fps)))
+    layer_outputs = torch.stack(tuple(hidden_states(torch.from_numpy(input_values)[None]))[1:], dim=1)[0]  # (L, T, C)
+    grid = FrameGrid(layer_outputs.shape[1], num_padded)
+    per_frame = grid.interpolate(layer_outputs.transpose(1, 2), 0, 0, num_padded)  # (L, C, T_pad)
+    return AudioFeatures(
+        features=per_frame.permute(2, 0, 1).contiguous(),
+        num_frames=num_frames,
+        fps=fps,
+        sample_rate=WAV2VEC_SAMPLE_RATE,
+        num_samples=int(waveform.shape[0]),
+        start_seconds=decoded.start_seconds,
+    )
 
 
 def _checked_16k(audio, allow_silence: bool) -> DecodedAudio:
