@@ -19,10 +19,12 @@ Both get the pipeline oracle's inputs (reference pixels, face embedding, face re
 embeddings) and its wav2vec windows repeated to the video's length; both draw the clip noise from one
 generator seeded 42 and run DDIM 40 steps with joint guidance 3.5, 16-frame clips, 2 motion frames, one
 torch thread. Time is taken from the audio windows to the decoded frames (audio and text encoders are
-not timed on either side), in interleaved rounds (official, ours, official, ...) after one untimed
-warm-up video each. The work each side does is counted on short videos in the same subprocesses:
-module calls and their rows (forward hooks), aten operator calls, dtype casts and FLOPs (a dispatch
-mode), per denoising step, per clip and per video from runs that differ in steps or clips only.
+not timed on either side), in interleaved rounds (each round both sides, alternating which goes
+first) after one untimed warm-up video each; each round also times the same video with 1 step, so
+that the difference gives the time of a denoising step. The work each side does is counted on short
+videos in the same subprocesses: module calls and their rows (forward hooks), aten operator calls,
+dtype casts and FLOPs (a dispatch mode), per denoising step, per clip and per video from runs that
+differ in steps or clips only.
 
 The two videos are compared (max |ours - official| over all frames) so that "same work" means the same
 result. Results go to benchmarks/official_results.json; run.py renders them into docs/benchmarks.md.
@@ -485,7 +487,7 @@ def run(argv) -> None:
                 runs = {label: handle.ask(do="count", frames=clips * CLIP_LENGTH, steps=steps)
                         for label, clips, steps in (("1 clip, 1 step", 1, 1), ("1 clip, 2 steps", 1, 2), ("2 clips, 1 step", 2, 1))}
                 counts[side] = {"runs": runs, **per_unit_work(runs)}
-            timings = {side: {"wall": [], "cpu": []} for side in workers}
+            timings = {side: {"wall": [], "cpu": [], "cpu_one_step": []} for side in workers}
             for round_index in range(args.rounds):
                 # Alternate which side goes first, so that a slow phase of a shared machine hits both.
                 order = ["official", "ours"] if round_index % 2 == 0 else ["ours", "official"]
@@ -494,6 +496,9 @@ def run(argv) -> None:
                     answer = workers[side].ask(do="time", frames=args.frames, steps=args.steps, save=save)
                     timings[side]["wall"].append(answer["wall"] / args.frames)
                     timings[side]["cpu"].append(answer["cpu"] / args.frames)
+                    # The same video with 1 step: the difference is the time of the other steps.
+                    short = workers[side].ask(do="time", frames=args.frames, steps=1)
+                    timings[side]["cpu_one_step"].append(short["cpu"] / args.frames)
                     log(f"round {round_index + 1}/{args.rounds} {side}: {answer['cpu'] / args.frames:.3f} s/frame CPU, "
                         f"{answer['wall'] / args.frames:.3f} s/frame wall")
         finally:
@@ -559,6 +564,16 @@ def _gflop(flops: float) -> str:
     return f"{flops / 1e9:.2f}"
 
 
+def step_time_split(timing: dict, frames: int, clips: int, steps: int) -> dict:
+    """Seconds per step and per clip besides its steps, from the median per-frame CPU times of the
+    full video and of the same video with 1 step."""
+    full = statistics.median(timing["cpu"]) * frames
+    one_step = statistics.median(timing["cpu_one_step"]) * frames
+    step = (full - one_step) / (clips * (steps - 1))
+    clip = (one_step - clips * step) / clips
+    return {"step": step, "clip": clip, "share_in_steps": clips * steps * step / full}
+
+
 def official_report(results: dict) -> str:
     """The docs/benchmarks.md section for saved results."""
     s, timing, work = results["settings"], results["timing"], results["work"]
@@ -568,6 +583,14 @@ def official_report(results: dict) -> str:
     clips = -(-s["frames"] // s["clip_length"])
     time_rows = [[side, f"{medians[side]['cpu']:.3f}", f"{min(timing[side]['cpu']):.3f} - {max(timing[side]['cpu']):.3f}",
                   f"{medians[side]['wall']:.3f}"] for side in ("official", "ours")]
+    split_rows = []
+    if s["steps"] > 1 and all(timing[side].get("cpu_one_step") for side in timing):
+        for side in ("official", "ours"):
+            split = step_time_split(timing[side], s["frames"], clips, s["steps"])
+            split_rows.append([side, f"{split['step']:.3f}", f"{split['clip']:.2f}", f"{100 * split['share_in_steps']:.1f} %"])
+        splits = {side: step_time_split(timing[side], s["frames"], clips, s["steps"]) for side in ("official", "ours")}
+        step_ratio = splits["official"]["step"] / splits["ours"]["step"]
+        clip_ratio = splits["ours"]["clip"] / splits["official"]["clip"]
     module_rows = []
     labels = {"denoiser": "denoiser (3D UNet)", "reference_net": "ReferenceNet (2D UNet)", "vae_encoder": "VAE encoder",
               "vae_decoder": "VAE decoder", "face_locator": "face locator", "image_proj": "image projection",
@@ -612,6 +635,22 @@ def official_report(results: dict) -> str:
         "flip one float16 rounding; the pipeline oracle allows 2e-3 after 3 steps, and here 40 steps and 2 clips carry such "
         "flips further).",
         "",
+        *([f"Where the time goes: each round also timed the same video with 1 step; the difference is {s['steps'] - 1} "
+           "steps per clip (process CPU time, medians over the rounds). A step is one denoiser call on both guidance rows "
+           "plus the guidance sum and the scheduler update; the rest of a clip is its conditions, ReferenceNet, VAE encode "
+           "and decode, with its share of the once-per-video work.",
+           "",
+           _table(["side", "s per denoising step", "s per clip besides its steps", f"share of a {s['steps']}-step video in the steps"],
+                  split_rows),
+           "",
+           f"Per denoising step ours is {step_ratio:.2f}x faster: the step no longer repeats per-clip work (see the counts "
+           "below and the previous section)."
+           + (f" Outside the steps a clip of ours takes {clip_ratio:.1f}x the official time, because that per-clip work "
+              "(`DenoisingUNet.prepare`: the emotive audio attention, the reference bank's and the text/face keys and "
+              "values) is done there, once per clip (see the per-clip FLOPs below); on the tiny model, whose 768-wide audio "
+              "attention is large next to its UNet, a clip's work outside its steps costs as much as "
+              f"{splits['ours']['clip'] / splits['ours']['step']:.1f} of its steps." if clip_ratio > 1 else ""),
+           ""] if split_rows else []),
         "Work each side does, counted in the same processes on short videos (1 clip 1 step, 1 clip 2 steps, 2 clips 1 step) "
         "and separated by difference: module calls x rows (forward hooks), and FLOPs (torch's formulas plus the CPU SDPA "
         "kernel's), aten operator calls, dtype casts (`_to_copy`) and copying operators (cat, stack, repeat, index, clone, "

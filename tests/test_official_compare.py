@@ -101,3 +101,12 @@ def test_a_python_without_the_official_libraries_is_refused(compare, tmp_path):
     with pytest.raises(SystemExit) as stopped:
         compare.run(["--official-src", str(source), "--official-python", str(broken)])
     assert "cannot import the official code's libraries: ModuleNotFoundError" in str(stopped.value)
+
+
+def test_step_time_is_the_difference_to_the_one_step_video(compare):
+    # 2 clips x 40 steps of 1.0 s plus 0.5 s per clip outside the steps; the 1-step video: 2 x (1.0 + 0.5).
+    timing = {"cpu": [81 / 32, 90 / 32, 70 / 32], "cpu_one_step": [3 / 32, 2 / 32, 4 / 32]}
+    split = compare.step_time_split(timing, frames=32, clips=2, steps=40)
+    assert split["step"] == pytest.approx(1.0)
+    assert split["clip"] == pytest.approx(0.5)
+    assert split["share_in_steps"] == pytest.approx(80 / 81)
