@@ -177,14 +177,13 @@ class OfficialSide:
         sys.path[:0] = [str(stubs), str(source)]
 
         from diffusers import AutoencoderKL, DDIMScheduler
-        from safetensors.torch import load_file, save_file
-
         from emocast.animate.face_animate_text import FaceAnimatePipeline
         from emocast.models.audio_proj import AudioProjModel
         from emocast.models.face_locator import FaceLocator
         from emocast.models.image_proj import ImageProjModel
         from emocast.models.unet_2d_condition_text import UNet2DConditionModel
         from emocast.models.unet_3d_text import UNet3DConditionModel
+        from safetensors.torch import load_file, save_file
 
         spec = importlib.util.spec_from_file_location("official_inference", source / "scripts" / "inference.py")
         inference = importlib.util.module_from_spec(spec)
@@ -301,7 +300,6 @@ class OurSide:
     def __init__(self, fixture: Path):
         sys.path[:0] = [str(HERE), str(REPO_ROOT)]
         from diffusers import DDIMScheduler
-
         from workload import load_models, workload
 
         from emocast_core.pipeline import EmoCASTPipeline
@@ -320,7 +318,11 @@ class OurSide:
 
     def video(self, num_frames: int, steps: int) -> torch.Tensor:
         from emocast_core.guidance import GuidanceConfig
-        from emocast_core.pipeline import EmotionConditions, GenerationConfig, ReferenceConditions
+        from emocast_core.pipeline import (
+            EmotionConditions,
+            GenerationConfig,
+            ReferenceConditions,
+        )
 
         x = fixture_inputs(self.fixture, _padded(num_frames))
         levels = x["num_levels"]
@@ -379,7 +381,8 @@ class Worker:
                    "--official-src", str(args.official_src or "")]
         env = dict(os.environ, TQDM_DISABLE="1", OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
         self.side, self.log = side, log
-        self.stderr = open(log, "w")
+        # The worker's log stays open for the subprocess's lifetime; `close` closes it.
+        self.stderr = open(log, "w")  # noqa: SIM115
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
                                         text=True, cwd=REPO_ROOT, env=env)
         self.ready = self.read()
@@ -420,7 +423,7 @@ def check_official(source, python) -> None:
                          "or scripts/inference.py); extract the official repository there")
     probe = "import torch, diffusers, transformers, omegaconf, einops, safetensors; print(diffusers.__version__)"
     try:
-        done = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=300)
+        done = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=300, check=False)
     except (OSError, subprocess.TimeoutExpired) as error:
         raise SystemExit(f"vs-official: --official-python {python} cannot be run ({error})") from None
     if done.returncode != 0:
@@ -438,15 +441,12 @@ def per_unit_work(counts: dict) -> dict:
     video = {k: one[k] - step[k] - clip[k] for k in keys}
     modules = {}
     for name in COUNTED_MODULES:
-        def calls(run, what):
-            return run["modules"][name][what]
-        modules[name] = {
-            "per_step": {w: calls(two_steps, w) - calls(one, w) for w in ("calls", "rows")},
-            "per_clip": {w: calls(two_clips, w) - calls(one, w) - (calls(two_steps, w) - calls(one, w)) for w in ("calls", "rows")},
-            "input_shapes": two_clips["modules"][name]["input_shapes"],
-        }
-        modules[name]["per_video"] = {w: calls(one, w) - modules[name]["per_step"][w] - modules[name]["per_clip"][w]
-                                      for w in ("calls", "rows")}
+        first, more_steps, more_clips = (run["modules"][name] for run in (one, two_steps, two_clips))
+        per_step = {w: more_steps[w] - first[w] for w in ("calls", "rows")}
+        per_clip = {w: more_clips[w] - first[w] - per_step[w] for w in ("calls", "rows")}
+        modules[name] = {"per_step": per_step, "per_clip": per_clip,
+                         "per_video": {w: first[w] - per_step[w] - per_clip[w] for w in ("calls", "rows")},
+                         "input_shapes": more_clips["input_shapes"]}
     return {"per_step": step, "per_clip_excluding_steps": clip, "per_video_once": video, "modules": modules}
 
 
@@ -473,7 +473,8 @@ def run(argv) -> None:
     revision = _revision()  # of the code measured, read before it runs
     with tempfile.TemporaryDirectory(prefix="emocast-vs-official-") as folder:
         folder = Path(folder)
-        log = lambda text: print(f"  [vs-official] {text}", file=sys.stderr, flush=True)  # noqa: E731
+        def log(text: str) -> None:
+            print(f"  [vs-official] {text}", file=sys.stderr, flush=True)
         log("loading both sides ...")
         workers = {}
         try:
@@ -616,7 +617,7 @@ def official_report(results: dict) -> str:
     return "\n".join([
         f"### Side by side with the official pipeline ({s['image_size'][0]}x{s['image_size'][1]} tiny model, CPU, 1 thread)",
         "",
-        f"`python benchmarks/run.py vs-official --official-src DIR --official-python PY` ({results['date']}; "
+        (f"`python benchmarks/run.py vs-official --official-src DIR --official-python PY` ({results['date']}; "
         f"{results['machine']}; this project at `{results.get('revision', 'unknown')}`): the official `FaceAnimatePipeline` (GVCLab/EmoCAST, torch "
         f"{results['versions']['official']['torch']}, diffusers {results['versions']['official']['diffusers']}) built as its "
         "`scripts/inference.py` builds it and driven by its clip loop, and `EmoCASTPipeline` (diffusers "
@@ -624,21 +625,21 @@ def official_report(results: dict) -> str:
         f"oracle's inputs: a {s['frames']}-frame video ({clips} clips of {s['clip_length']} frames, {s['motion_frames']} motion "
         f"frames), DDIM {s['steps']} steps, joint guidance {s['guidance_scale']}, seed {s['seed']}, one torch thread. Timed from "
         f"the audio windows to the decoded frames, {s['rounds']} interleaved rounds after an untimed warm-up each; process CPU "
-        "time per generated frame (median, range), wall time too. The ratio is taken on CPU time, round by round.",
+        "time per generated frame (median, range), wall time too. The ratio is taken on CPU time, round by round."),
         "",
         _table(["side", "s/frame (process CPU), median", "range", "s/frame wall, median"], time_rows),
         "",
-        f"**Ours is {speedup:.2f}x faster per frame than the official pipeline** (per-round ratios "
+        (f"**Ours is {speedup:.2f}x faster per frame than the official pipeline** (per-round ratios "
         f"{min(ratios):.2f} - {max(ratios):.2f}). The two videos agree to max |ours - official| = "
         f"{results['video_max_abs_diff']:.1e} (mean {results['video_mean_abs_diff']:.1e}) on frames in [0, 1]: the same work, "
         "up to float rounding and upstream's float16 cast of the reference features (a 1e-6 difference before the cast can "
         "flip one float16 rounding; the pipeline oracle allows 2e-3 after 3 steps, and here 40 steps and 2 clips carry such "
-        "flips further).",
+        "flips further)."),
         "",
-        *([f"Where the time goes: each round also timed the same video with 1 step; the difference is {s['steps'] - 1} "
+        *([(f"Where the time goes: each round also timed the same video with 1 step; the difference is {s['steps'] - 1} "
            "steps per clip (process CPU time, medians over the rounds). A step is one denoiser call on both guidance rows "
            "plus the guidance sum and the scheduler update; the rest of a clip is its conditions, ReferenceNet, VAE encode "
-           "and decode, with its share of the once-per-video work.",
+           "and decode, with its share of the once-per-video work."),
            "",
            _table(["side", "s per denoising step", "s per clip besides its steps", f"share of a {s['steps']}-step video in the steps"],
                   split_rows),
@@ -651,17 +652,17 @@ def official_report(results: dict) -> str:
               "attention is large next to its UNet, a clip's work outside its steps costs as much as "
               f"{splits['ours']['clip'] / splits['ours']['step']:.1f} of its steps." if clip_ratio > 1 else ""),
            ""] if split_rows else []),
-        "Work each side does, counted in the same processes on short videos (1 clip 1 step, 1 clip 2 steps, 2 clips 1 step) "
+        ("Work each side does, counted in the same processes on short videos (1 clip 1 step, 1 clip 2 steps, 2 clips 1 step) "
         "and separated by difference: module calls x rows (forward hooks), and FLOPs (torch's formulas plus the CPU SDPA "
         "kernel's), aten operator calls, dtype casts (`_to_copy`) and copying operators (cat, stack, repeat, index, clone, "
-        "copy_, ...) from a dispatch mode:",
+        "copy_, ...) from a dispatch mode:"),
         "",
         _table(["module", "official per step", "official per clip", "official per video",
                 "ours per step", "ours per clip", "ours per video"], module_rows),
         "",
-        "Per video is what a video costs besides its clips and their steps (work done once, less work the last clip "
+        ("Per video is what a video costs besides its clips and their steps (work done once, less work the last clip "
         "skips): ours encodes the next clip's motion frames at the end of every clip but the last, hence a negative "
-        "count beside the reference image's encoding.",
+        "count beside the reference image's encoding."),
         "",
         _table(["unit", "side", "GFLOP", "aten ops", "casts", "copies"], op_rows),
         "",

@@ -23,7 +23,9 @@ def compare():
 
 def _run(compare, video, clip, step, clips, steps, decoder_rows=16):
     """Counts of a video with `clips` clips of `steps` steps, given per-unit costs."""
-    total = lambda key: video[key] + clips * clip[key] + clips * steps * step[key]  # noqa: E731
+    def total(key):
+        return video[key] + clips * clip[key] + clips * steps * step[key]
+
     modules = {name: {"calls": 0, "rows": 0, "input_shapes": []} for name in compare.COUNTED_MODULES}
     modules["denoiser"] = {"calls": clips * steps, "rows": 2 * clips * steps, "input_shapes": [[2, 4, 16, 16, 16]]}
     # A module called once per clip except the last, plus once per video: a negative per-video remainder.
@@ -33,9 +35,9 @@ def _run(compare, video, clip, step, clips, steps, decoder_rows=16):
 
 
 def _counts(compare):
-    video = dict(flops=500, ops=70, casts=1, copies=9)
-    clip = dict(flops=3000, ops=300, casts=4, copies=20)
-    step = dict(flops=10_000, ops=1000, casts=1, copies=50)
+    video = {"flops": 500, "ops": 70, "casts": 1, "copies": 9}
+    clip = {"flops": 3000, "ops": 300, "casts": 4, "copies": 20}
+    step = {"flops": 10_000, "ops": 1000, "casts": 1, "copies": 50}
     runs = {"1 clip, 1 step": _run(compare, video, clip, step, 1, 1),
             "1 clip, 2 steps": _run(compare, video, clip, step, 1, 2),
             "2 clips, 1 step": _run(compare, video, clip, step, 2, 1)}
