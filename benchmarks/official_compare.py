@@ -633,8 +633,8 @@ def official_report(results: dict) -> str:
         f"{min(ratios):.2f} - {max(ratios):.2f}). The two videos agree to max |ours - official| = "
         f"{results['video_max_abs_diff']:.1e} (mean {results['video_mean_abs_diff']:.1e}) on frames in [0, 1]: the same work, "
         "up to float rounding and upstream's float16 cast of the reference features (a 1e-6 difference before the cast can "
-        "flip one float16 rounding; the pipeline oracle allows 2e-3 after 3 steps, and here 40 steps and 2 clips carry such "
-        "flips further)."),
+        "flip one float16 rounding; the pipeline oracle allows 2e-3 after 3 steps, and here "
+        f"{s['steps']} steps and {clips} clips carry such flips further)."),
         "",
         *([(f"Where the time goes: each round also timed the same video with 1 step; the difference is {s['steps'] - 1} "
            "steps per clip (process CPU time, medians over the rounds). A step is one denoiser call on both guidance rows "
