@@ -200,13 +200,9 @@ class EmoCASTTextEncoderLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, text_encoder=None, input_types=None):
+    def validate_inputs(cls, text_encoder=None):
         # The main model input only (see EmoCASTModelLoader.validate_inputs); execute() checks the tokenizer.
-        # Taking input_types tells ComfyUI to leave the linked inputs' types to this function: clip is the
-        # only one, and when it is connected the text_encoder file is not used, so not checked either.
-        linked = (input_types or {}).get("clip")
-        if linked is not None:
-            return True if linked == "CLIP" else f"clip must come from a CLIP output, not {linked}"
+        # Links are not known here, so with a clip connected text_encoder must still be a listed entry.
         return paths.check_choices((paths.TEXT_ENCODER, text_encoder))
 
     @classmethod
@@ -282,12 +278,8 @@ class EmoCASTAudioEncoderLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, wav2vec2=None, input_types=None):
+    def validate_inputs(cls, wav2vec2=None):
         # The main model input only (see EmoCASTModelLoader.validate_inputs); execute() checks vocal_separator.
-        # input_types: see EmoCASTTextEncoderLoader.validate_inputs; a connected encoder replaces the folder.
-        linked = (input_types or {}).get("comfy_audio_encoder")
-        if linked is not None:
-            return True if linked == "AUDIO_ENCODER" else f"comfy_audio_encoder must come from an AUDIO_ENCODER output, not {linked}"
         return paths.check_choices((paths.AUDIO_ENCODER, wav2vec2))
 
     @classmethod

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 
+import comfy_core_model_files as ccm
 import comfy_fixtures as cf
 import pytest
 import torch
@@ -147,26 +148,13 @@ def test_load_to_device_loads_plain_models_whole(nodes, models_root, monkeypatch
 
 # --- ComfyUI's VAE ----------------------------------------------------------------------------------------
 
-SD_VAE_NAME = "sd_vae_random"
+SD_VAE_NAME = ccm.SD_VAE
 
 
 @pytest.fixture(scope="module")
 def sd_vae(models_root):
-    """A randomly initialised VAE in SD1.5's shape (ComfyUI's VAE has one fixed SD architecture, so a
-    smaller one cannot be loaded by it), written once as a diffusers folder and linked as the single file
-    that ComfyUI's Load VAE lists (diffusers keys, which ComfyUI converts on load)."""
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(0)
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, norm_num_groups=32, sample_size=512,
-        block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4, scaling_factor=0.18215,
-    )
-    folder = models_root / "vae" / SD_VAE_NAME
-    vae.save_pretrained(folder, safe_serialization=True)
-    (models_root / "vae" / f"{SD_VAE_NAME}.safetensors").hardlink_to(folder / "diffusion_pytorch_model.safetensors")
-    return folder
+    """SD1.5's VAE shape, random weights (see `comfy_core_model_files`)."""
+    return ccm.write_sd_vae(models_root / "vae")
 
 
 def _comfy_vae(name: str):
@@ -266,25 +254,14 @@ def test_sampler_with_comfy_vae_makes_the_frames_of_the_diffusers_vae(nodes, mod
 
 # --- ComfyUI's CLIP -------------------------------------------------------------------------------------
 
-CLIP_L_FILE = "clip_l_random.safetensors"
+CLIP_L_FILE = ccm.CLIP_L
 PROMPTS = ["A person is talking with happy emotion.", ""]
 
 
 @pytest.fixture(scope="module")
 def clip_l_file(models_root):
-    """A randomly initialised full-size CLIP-L text tower (ComfyUI builds SD1.5's CLIP with a fixed shape) as
-    ComfyUI's models/text_encoders/clip_l.safetensors stores it (transformers keys, text_model.*, float16)."""
-    from safetensors.torch import save_file
-    from tiny_clip import text_tower_tensors
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    torch.manual_seed(0)
-    config = CLIPTextConfig(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                            num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu",
-                            bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
-    path = models_root / "text_encoders" / CLIP_L_FILE
-    save_file({key: tensor.half() for key, tensor in text_tower_tensors(CLIPTextModel(config).eval()).items()}, str(path))
-    return path
+    """The full-size CLIP-L text tower, random weights (see `comfy_core_model_files`)."""
+    return ccm.write_clip_l(models_root / "text_encoders" / CLIP_L_FILE)
 
 
 @pytest.fixture(scope="module")
@@ -339,29 +316,19 @@ def test_text_encoder_refuses_a_clip_without_a_clip_l_tower(nodes, models_root):
     with pytest.raises(ValueError, match="clip: .*no CLIP text tower"):
         run(nodes["EmoCASTTextEncoderLoader"], text_encoder="text_encoders/clip_l.safetensors", tokenizer="auto",
             clip=NotClip())
-    assert nodes["EmoCASTTextEncoderLoader"].validate_inputs(text_encoder="(missing)", input_types={"clip": "CLIP"}) is True
-    assert "CLIP" in nodes["EmoCASTTextEncoderLoader"].validate_inputs(text_encoder=None, input_types={"clip": "VAE"})
 
 
 # --- ComfyUI's AUDIO_ENCODER ----------------------------------------------------------------------------
 
-W2V_NAME = "wav2vec2_base_random"
+W2V_NAME = ccm.WAV2VEC2_BASE
 # Relative L2 difference per layer from upstream's features, measured 0.30-0.33 on this random wav2vec2-base.
 RELATIVE_BOUND = 0.5
 
 
 @pytest.fixture(scope="module")
 def wav2vec2_base(models_root):
-    """A randomly initialised wav2vec2-base (ComfyUI's loader knows only the base and large shapes), as the
-    Hugging Face folder our loader reads and, linked, as the single file ComfyUI's Load Audio Encoder lists."""
-    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
-
-    torch.manual_seed(0)
-    folder = models_root / "audio_encoders" / W2V_NAME
-    Wav2Vec2Model(Wav2Vec2Config()).eval().save_pretrained(folder, safe_serialization=True)
-    Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=False).save_pretrained(folder)
-    (models_root / "audio_encoders" / f"{W2V_NAME}.safetensors").hardlink_to(folder / "model.safetensors")
-    return folder
+    """wav2vec2-base, random weights (see `comfy_core_model_files`)."""
+    return ccm.write_wav2vec2_base(models_root / "audio_encoders")
 
 
 @pytest.fixture(scope="module")
