@@ -18,9 +18,10 @@ class ComfyAudioEncoderAdapter:
     """Wraps a `comfy.audio_encoders.audio_encoders.AudioEncoderModel`; `patcher` is its `ModelPatcher`."""
 
     def __init__(self, audio_encoder):
-        layers = getattr(getattr(getattr(audio_encoder, "model", None), "encoder", None), "layers", None)
-        width = getattr(getattr(getattr(audio_encoder.model, "encoder", None), "layer_norm", None), "normalized_shape", (None,))[0] \
-            if layers is not None else None
+        # ComfyUI's wav2vec2: model.encoder.layers, closed by model.encoder.layer_norm.
+        encoder = getattr(getattr(audio_encoder, "model", None), "encoder", None)
+        layers = getattr(encoder, "layers", None)
+        width = getattr(getattr(encoder, "layer_norm", None), "normalized_shape", (None,))[0]
         if layers is None or (len(layers), width) != (LAYERS, WIDTH):
             found = "not a wav2vec2 model" if layers is None else f"{len(layers)} layers of {width}"
             raise ValueError(f"EmoCAST needs wav2vec2-base ({LAYERS} layers of {WIDTH}); this audio encoder is {found}: "
