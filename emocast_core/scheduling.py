@@ -27,7 +27,11 @@ import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler, UniPCMultistepScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-SCHEDULER_NAMES: tuple[str, ...] = ("ddim", "dpmpp_2m", "dpmpp_3m", "unipc", "unipc_3", "euler")
+# ZERO_SNR_ALPHA_CUMPROD: diffusers caps the zero-SNR step at this alpha_cumprod in its sigma-based
+# solvers (sigma_max ~ 4096).
+from .matched_solver import ZERO_SNR_ALPHA_CUMPROD, DDIMMatchedScheduler
+
+SCHEDULER_NAMES: tuple[str, ...] = ("ddim", "ddim_matched", "dpmpp_2m", "dpmpp_3m", "unipc", "unipc_3", "euler")
 
 # configs/inference/default.yaml `noise_scheduler_kwargs` of the official code.
 UPSTREAM_NOISE_SCHEDULE: dict[str, Any] = {
@@ -69,6 +73,8 @@ _UNIPC = {
 _SOLVER_SETTINGS: dict[str, tuple[type[SchedulerMixin], dict[str, Any]]] = {
     # Upstream's sampler. eta is an argument of `step` (default 0.0 = deterministic DDIM).
     "ddim": (DDIMScheduler, {"clip_sample": False, "set_alpha_to_one": True}),
+    # DDIM-40's picture in fewer steps: second order, steered to DDIM-40's trajectory (matched_solver.py).
+    "ddim_matched": (DDIMMatchedScheduler, {"target_steps": 40}),
     "dpmpp_2m": (DPMSolverMultistepScheduler, _DPMPP),
     # Third order: each step extrapolates from the last three predictions (fewer steps, same cost per step).
     "dpmpp_3m": (DPMSolverMultistepScheduler, {**_DPMPP, "solver_order": 3}),
@@ -106,8 +112,6 @@ def make_scheduler(name: str = "ddim", **overrides: Any) -> SchedulerMixin:
     return scheduler_class(**settings)
 
 
-# diffusers caps the zero-SNR step at this alpha_cumprod in its sigma-based solvers (sigma_max ~ 4096).
-ZERO_SNR_ALPHA_CUMPROD = 2.0 ** -24
 
 
 def noise_levels() -> torch.Tensor:
