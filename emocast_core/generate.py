@@ -17,7 +17,7 @@ from typing import Callable, Optional
 
 from .devices import PRECISION_CHOICES
 from .guidance import GuidanceConfig
-from .pipeline import EmoCASTPipeline, EmotionConditions, GenerationConfig, ProgressEvent, ReferenceConditions
+from .pipeline import SAMPLING_PRESETS, EmoCASTPipeline, EmotionConditions, GenerationConfig, ProgressEvent, ReferenceConditions
 from .validation import (
     SILENCE_WARNING,
     CheckedRequest,
@@ -236,12 +236,15 @@ def add_generate_command(subparsers) -> None:
     chosen.add_argument("--emotion-schedule", help='keyframes "TIME: EMOTION [@INTENSITY]; ...", e.g. "0: neutral; 2.5: happy @0.8"')
     emotion.add_argument("--intensity", type=float, default=1.0, help="0 = neutral, 1 = as described, up to 2 exaggerates")
     sampling = parser.add_argument_group("sampling")
-    sampling.add_argument("--steps", type=int, default=40, help="denoising steps per clip")
+    sampling.add_argument("--speed", choices=tuple(SAMPLING_PRESETS), default="upstream",
+                          help="sampling preset: " + "; ".join(f"{name} = {preset.description}" for name, preset in SAMPLING_PRESETS.items())
+                          + " (--steps, --sampler and --cfg-fraction override it)")
+    sampling.add_argument("--steps", type=int, default=argparse.SUPPRESS, help="denoising steps per clip (default: the --speed preset's)")
     sampling.add_argument("--cfg", type=float, default=3.5, help="guidance scale on all conditions together (upstream)")
     sampling.add_argument("--audio-cfg", type=float, default=None, help="extra guidance on the audio alone (one more pass per step)")
     sampling.add_argument("--emotion-cfg", type=float, default=None, help="extra guidance on the emotion text alone (one more pass per step)")
-    sampling.add_argument("--cfg-fraction", type=float, default=1.0, help="guide only the first fraction of the steps")
-    sampling.add_argument("--sampler", default="ddim", choices=SCHEDULER_NAMES, help="solver (ddim is upstream's)")
+    sampling.add_argument("--cfg-fraction", type=float, default=argparse.SUPPRESS, help="guide only the first fraction of the steps (default: the --speed preset's)")
+    sampling.add_argument("--sampler", default=argparse.SUPPRESS, choices=SCHEDULER_NAMES, help="solver (default: the --speed preset's; ddim is upstream's)")
     sampling.add_argument("--seed", type=int, default=42, help="random seed (same seed, same video)")
     sampling.add_argument("--overlap", type=int, default=0, help="frames shared and cross-faded between clips (0 = upstream)")
     sampling.add_argument("--clip-length", type=int, default=None, help="frames generated together (16; the demo model's own with --demo)")
@@ -267,18 +270,24 @@ def request_from_args(args: argparse.Namespace) -> GenerateRequest:
     """The request the options describe; the sampling numbers are checked first, since the config
     objects refuse bad ones with messages that name no option."""
     region_weights = (args.pose_weight, args.face_weight, args.lip_weight)
+    # The --speed preset fills what the options leave unset.
+    # (Unset options are absent from `args`: argparse.SUPPRESS keeps "default: None" out of --help.)
+    preset = SAMPLING_PRESETS[args.speed]
+    steps = getattr(args, "steps", preset.num_inference_steps)
+    sampler = getattr(args, "sampler", preset.sampler)
+    cfg_fraction = getattr(args, "cfg_fraction", preset.guidance.active_fraction)
     check_sampling(SamplingSettings(
-        steps=args.steps, cfg=args.cfg, audio_cfg=args.audio_cfg, emotion_cfg=args.emotion_cfg,
-        cfg_fraction=args.cfg_fraction, sampler=args.sampler, seed=args.seed, overlap=args.overlap,
+        steps=steps, cfg=args.cfg, audio_cfg=args.audio_cfg, emotion_cfg=args.emotion_cfg,
+        cfg_fraction=cfg_fraction, sampler=sampler, seed=args.seed, overlap=args.overlap,
         clip_length=args.clip_length or 16, region_weights=region_weights,
     ))
     generation = GenerationConfig(
-        num_inference_steps=args.steps,
-        guidance=GuidanceConfig(scale=args.cfg, audio_scale=args.audio_cfg, emotion_scale=args.emotion_cfg, active_fraction=args.cfg_fraction),
+        num_inference_steps=steps,
+        guidance=GuidanceConfig(scale=args.cfg, audio_scale=args.audio_cfg, emotion_scale=args.emotion_cfg, active_fraction=cfg_fraction),
         clip_length=args.clip_length or 16,
         overlap=args.overlap,
         region_scales=region_weights,
-        sampler=args.sampler,
+        sampler=sampler,
         seed=args.seed,
         compile=args.compile,
     )
