@@ -83,9 +83,11 @@ class DDIMMatchedScheduler(SchedulerMixin, ConfigMixin):
             beta_schedule=beta_schedule, prediction_type=prediction_type, rescale_betas_zero_snr=rescale_betas_zero_snr,
             timestep_spacing=timestep_spacing, steps_offset=steps_offset, clip_sample=False, set_alpha_to_one=True,
         )
-        self.alphas_cumprod = self._ddim.alphas_cumprod.double().clone()
-        # Log-SNR needs a finite value at the zero-SNR step; the updates themselves use the true 0.
-        self._log_snr_alphas_cumprod = self.alphas_cumprod.clamp(min=ZERO_SNR_ALPHA_CUMPROD)
+        self.alphas_cumprod = self._ddim.alphas_cumprod  # the same table (float32), as every solver here
+        # Coefficients are computed in float64 from it. Log-SNR needs a finite value at the zero-SNR
+        # step; the updates themselves use the true 0.
+        self._alphas_cumprod = self.alphas_cumprod.double()
+        self._log_snr_alphas_cumprod = self._alphas_cumprod.clamp(min=ZERO_SNR_ALPHA_CUMPROD)
         self.timesteps = torch.tensor([], dtype=torch.long)
         self.num_inference_steps: Optional[int] = None
         self._reset()
@@ -96,7 +98,7 @@ class DDIMMatchedScheduler(SchedulerMixin, ConfigMixin):
         """(alpha, sigma) at a timestep; timestep -1 is the clean image (alpha 1, sigma 0)."""
         if timestep < 0:
             return 1.0, 0.0
-        alpha_cumprod = float(self.alphas_cumprod[timestep])
+        alpha_cumprod = float(self._alphas_cumprod[timestep])
         return math.sqrt(alpha_cumprod), math.sqrt(1.0 - alpha_cumprod)
 
     def _log_snr(self, timestep: int) -> float:
