@@ -50,7 +50,8 @@ class EmoCASTSampler(io.ComfyNode):
                 io.Float.Input("cfg", default=3.5, min=0.0, max=20.0, step=0.1, round=0.01,
                                tooltip="Joint classifier-free guidance scale (upstream 3.5)."),
                 io.Combo.Input("solver", options=list(SCHEDULER_NAMES), default="ddim",
-                               tooltip="Sampler; all share the model's v-prediction zero-SNR schedule. Upstream: ddim."),
+                               tooltip="Sampler; all share the model's v-prediction zero-SNR schedule. Upstream: ddim "
+                                       "at 40 steps; ddim_matched at 13 steps gives the same picture at a third of the work."),
                 io.Int.Input("overlap", default=0, min=0, max=15,
                              tooltip="Frames shared and cross-faded by consecutive clips (0 = upstream). Smooths "
                                      "clip borders at the cost of more clips."),
