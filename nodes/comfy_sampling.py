@@ -22,8 +22,18 @@ from ..emocast_core.guidance import GuidanceConfig
 from ..emocast_core.pipeline import ClipDenoising, GenerationConfig
 from ..emocast_core.scheduling import noise_levels
 from ..emocast_core.validation import NODE_OPTIONS, SamplingSettings, check_sampling, worded_for
-from .sampler import latent_samples, run_sampler
-from .types import AudioFeaturesType, EmoCASTModel, Emotion, Reference
+from .sampler import (
+    cfg_input,
+    compile_input,
+    latent_samples,
+    overlap_input,
+    region_and_motion_inputs,
+    run_sampler,
+    seed_input,
+    separate_guidance_inputs,
+    video_inputs,
+    video_outputs,
+)
 
 
 class EmoCASTModelSampling(ModelSamplingDiscrete, V_PREDICTION):
@@ -136,44 +146,21 @@ class EmoCASTSamplerCustom(io.ComfyNode):
             description="The EmoCAST sampler with any ComfyUI SAMPLER (KSamplerSelect and friends) over SIGMAS "
                         "(EmoCAST Sigmas), clip by clip, each continuing the last frames of the previous one.",
             inputs=[
-                EmoCASTModel.Input("model", tooltip="From EmoCAST Model Loader."),
-                Reference.Input("reference", tooltip="From EmoCAST Reference Encoder."),
-                Emotion.Input("emotion", tooltip="From EmoCAST Emotion Encode."),
-                AudioFeaturesType.Input("audio_features", tooltip="From EmoCAST Audio Features."),
+                *video_inputs(),
                 io.Sampler.Input("sampler", tooltip="A ComfyUI sampler, e.g. from KSamplerSelect (euler, dpmpp_2m, ...)."),
                 io.Sigmas.Input("sigmas", tooltip="Noise levels per clip, from EmoCAST Sigmas (other scheduler nodes "
                                                   "need EmoCAST's range: sigma 0.0292 to 4096)."),
-                io.Int.Input("seed", default=42, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                             tooltip="Noise seed; the same seed gives the same video on every device."),
-                io.Float.Input("cfg", default=3.5, min=0.0, max=20.0, step=0.1, round=0.01,
-                               tooltip="Joint classifier-free guidance scale (upstream 3.5)."),
-                io.Int.Input("overlap", default=0, min=0, max=15,
-                             tooltip="Frames shared and cross-faded by consecutive clips (0 = upstream)."),
-                io.Float.Input("audio_cfg", default=0.0, min=0.0, max=20.0, step=0.1, round=0.01,
-                               tooltip="Separate guidance towards the audio (lip sync). 0 = off (joint cfg only)."),
-                io.Float.Input("emotion_cfg", default=0.0, min=0.0, max=20.0, step=0.1, round=0.01,
-                               tooltip="Separate guidance towards the emotion text. 0 = off (joint cfg only)."),
-                io.Float.Input("pose_weight", default=1.0, min=0.0, max=3.0, step=0.05,
-                               tooltip="Strength of the audio's effect on head and body motion."),
-                io.Float.Input("face_weight", default=1.0, min=0.0, max=3.0, step=0.05,
-                               tooltip="Strength of the audio's effect on the face (expression)."),
-                io.Float.Input("lip_weight", default=1.0, min=0.0, max=3.0, step=0.05,
-                               tooltip="Strength of the audio's effect on the lips (lip sync)."),
-                io.Int.Input("motion_frames", default=2, min=1, max=8,
-                             tooltip="Previous frames each clip continues from (upstream 2)."),
+                seed_input(),
+                cfg_input(),
+                overlap_input(),
+                *separate_guidance_inputs(),
+                *region_and_motion_inputs(),
                 io.Latent.Input("latent", optional=True,
                                 tooltip="Optional video latent to start from, for sigmas made with denoise below 1 "
                                         "(a second pass). Frame i starts from latent frame i."),
-                io.Boolean.Input("compile", default=False, optional=True,
-                                 tooltip="Compile the denoising step with torch.compile: the first clip is slower, "
-                                         "later ones faster. Needs a working torch.compile toolchain."),
+                compile_input(),
             ],
-            outputs=[
-                io.Image.Output(display_name="images", tooltip="The video frames [T, H, W, 3]."),
-                io.Float.Output(display_name="fps", tooltip="The frame rate of the video, for the video node."),
-                io.Latent.Output(display_name="latent",
-                                 tooltip="The video's latents, frames as a batch (unscaled SD1.5 VAE latents)."),
-            ],
+            outputs=video_outputs(),
             hidden=[io.Hidden.unique_id],
         )
 

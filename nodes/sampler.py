@@ -30,6 +30,75 @@ from .types import AudioFeaturesType, EmoCASTModel, Emotion, Reference
 PREVIEW_EVERY_STEPS = 5  # decoded step previews, only when ComfyUI runs with a --preview-method
 
 
+# Inputs both sampler nodes take (this one and the ComfyUI-solver one in comfy_sampling.py). Each node
+# lists them in its own order: saved workflows store widget values by position.
+
+def video_inputs() -> list:
+    return [
+        EmoCASTModel.Input("model", tooltip="From EmoCAST Model Loader."),
+        Reference.Input("reference", tooltip="From EmoCAST Reference Encoder."),
+        Emotion.Input("emotion", tooltip="From EmoCAST Emotion Encode."),
+        AudioFeaturesType.Input("audio_features", tooltip="From EmoCAST Audio Features."),
+    ]
+
+
+def seed_input():
+    return io.Int.Input("seed", default=42, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                        tooltip="Noise seed; the same seed gives the same video on every device.")
+
+
+def cfg_input():
+    return io.Float.Input("cfg", default=3.5, min=0.0, max=20.0, step=0.1, round=0.01,
+                          tooltip="Joint classifier-free guidance scale (upstream 3.5).")
+
+
+def overlap_input():
+    return io.Int.Input("overlap", default=0, min=0, max=15,
+                        tooltip="Frames shared and cross-faded by consecutive clips (0 = upstream). Smooths "
+                                "clip borders at the cost of more clips.")
+
+
+def separate_guidance_inputs() -> list:
+    return [
+        io.Float.Input("audio_cfg", default=0.0, min=0.0, max=20.0, step=0.1, round=0.01,
+                       tooltip="Separate guidance towards the audio (lip sync). 0 = off (joint cfg only)."),
+        io.Float.Input("emotion_cfg", default=0.0, min=0.0, max=20.0, step=0.1, round=0.01,
+                       tooltip="Separate guidance towards the emotion text. 0 = off (joint cfg only)."),
+    ]
+
+
+def region_and_motion_inputs() -> list:
+    return [
+        io.Float.Input("pose_weight", default=1.0, min=0.0, max=3.0, step=0.05,
+                       tooltip="Strength of the audio's effect on head and body motion."),
+        io.Float.Input("face_weight", default=1.0, min=0.0, max=3.0, step=0.05,
+                       tooltip="Strength of the audio's effect on the face (expression)."),
+        io.Float.Input("lip_weight", default=1.0, min=0.0, max=3.0, step=0.05,
+                       tooltip="Strength of the audio's effect on the lips (lip sync)."),
+        io.Int.Input("motion_frames", default=2, min=1, max=8,
+                     tooltip="Previous frames each clip continues from (upstream 2)."),
+    ]
+
+
+def compile_input():
+    return io.Boolean.Input("compile", default=False, optional=True,
+                            tooltip="Compile the denoising step with torch.compile: the first clip is slower, "
+                                    "later ones faster. Needs a working torch.compile toolchain (a C++ "
+                                    "compiler, and Triton on NVIDIA GPUs).")
+
+
+def video_outputs() -> list:
+    return [
+        io.Image.Output(display_name="images",
+                        tooltip="The video frames [T, H, W, 3]: to EmoCAST Video Combine, Create Video, an "
+                                "upscaler or EmoCAST Paste Back."),
+        io.Float.Output(display_name="fps", tooltip="The frame rate of the video, for the video node."),
+        io.Latent.Output(display_name="latent",
+                         tooltip="The video's latents, frames as a batch (unscaled SD1.5 VAE latents): to "
+                                 "EmoCAST Decode (or VAE Decode with the same VAE), or back into a sampler."),
+    ]
+
+
 class EmoCASTSampler(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -40,35 +109,18 @@ class EmoCASTSampler(io.ComfyNode):
             description="Generates the talking-portrait video clip by clip (16 frames continuing the last 2 of the "
                         "previous clip), as long as the audio features.",
             inputs=[
-                EmoCASTModel.Input("model", tooltip="From EmoCAST Model Loader."),
-                Reference.Input("reference", tooltip="From EmoCAST Reference Encoder."),
-                Emotion.Input("emotion", tooltip="From EmoCAST Emotion Encode."),
-                AudioFeaturesType.Input("audio_features", tooltip="From EmoCAST Audio Features."),
-                io.Int.Input("seed", default=42, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                             tooltip="Noise seed; the same seed gives the same video on every device."),
+                *video_inputs(),
+                seed_input(),
                 io.Int.Input("steps", default=40, min=1, max=200, tooltip="Denoising steps per clip (upstream 40)."),
-                io.Float.Input("cfg", default=3.5, min=0.0, max=20.0, step=0.1, round=0.01,
-                               tooltip="Joint classifier-free guidance scale (upstream 3.5)."),
+                cfg_input(),
                 io.Combo.Input("solver", options=list(SCHEDULER_NAMES), default="ddim",
                                tooltip="Sampler; all share the model's v-prediction zero-SNR schedule. Upstream: ddim "
                                        "at 40 steps; ddim_matched at 13 steps gives the same picture at a third of the work."),
-                io.Int.Input("overlap", default=0, min=0, max=15,
-                             tooltip="Frames shared and cross-faded by consecutive clips (0 = upstream). Smooths "
-                                     "clip borders at the cost of more clips."),
-                io.Float.Input("audio_cfg", default=0.0, min=0.0, max=20.0, step=0.1, round=0.01,
-                               tooltip="Separate guidance towards the audio (lip sync). 0 = off (joint cfg only)."),
-                io.Float.Input("emotion_cfg", default=0.0, min=0.0, max=20.0, step=0.1, round=0.01,
-                               tooltip="Separate guidance towards the emotion text. 0 = off (joint cfg only)."),
+                overlap_input(),
+                *separate_guidance_inputs(),
                 io.Float.Input("guidance_fraction", default=1.0, min=0.0, max=1.0, step=0.05,
                                tooltip="Guidance is applied in this first fraction of the steps only (1 = all)."),
-                io.Float.Input("pose_weight", default=1.0, min=0.0, max=3.0, step=0.05,
-                               tooltip="Strength of the audio's effect on head and body motion."),
-                io.Float.Input("face_weight", default=1.0, min=0.0, max=3.0, step=0.05,
-                               tooltip="Strength of the audio's effect on the face (expression)."),
-                io.Float.Input("lip_weight", default=1.0, min=0.0, max=3.0, step=0.05,
-                               tooltip="Strength of the audio's effect on the lips (lip sync)."),
-                io.Int.Input("motion_frames", default=2, min=1, max=8,
-                             tooltip="Previous frames each clip continues from (upstream 2)."),
+                *region_and_motion_inputs(),
                 io.Latent.Input("latent", optional=True,
                                 tooltip="Optional video latent to start from (e.g. the LATENT of an earlier EmoCAST "
                                         "run on the same audio), for a second pass with denoise below 1. Frame i "
@@ -76,20 +128,9 @@ class EmoCASTSampler(io.ComfyNode):
                 io.Float.Input("denoise", default=1.0, min=0.01, max=1.0, step=0.01, optional=True,
                                tooltip="How much of the schedule re-runs from the latent, as KSampler's denoise: 1 "
                                        "ignores the latent; lower keeps more of it. Below 1 needs a latent."),
-                io.Boolean.Input("compile", default=False, optional=True,
-                                 tooltip="Compile the denoising step with torch.compile: the first clip is slower, "
-                                         "later ones faster. Needs a working torch.compile toolchain (a C++ "
-                                         "compiler, and Triton on NVIDIA GPUs)."),
+                compile_input(),
             ],
-            outputs=[
-                io.Image.Output(display_name="images",
-                                tooltip="The video frames [T, H, W, 3]: to EmoCAST Video Combine, Create Video, an "
-                                        "upscaler or EmoCAST Paste Back."),
-                io.Float.Output(display_name="fps", tooltip="The frame rate of the video, for the video node."),
-                io.Latent.Output(display_name="latent",
-                                 tooltip="The video's latents, frames as a batch (unscaled SD1.5 VAE latents): to "
-                                         "EmoCAST Decode (or VAE Decode with the same VAE), or back into a sampler."),
-            ],
+            outputs=video_outputs(),
             hidden=[io.Hidden.unique_id],
         )
 
