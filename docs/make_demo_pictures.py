@@ -201,6 +201,7 @@ def _replace_atomically(write, path: Path) -> Path:
     os.close(handle)
     try:
         write(Path(temporary))
+        os.chmod(temporary, 0o644)  # mkstemp makes it private; a picture for the docs is readable by all
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
