@@ -38,6 +38,35 @@ def add_output_options(parser: argparse.ArgumentParser, default=None) -> None:
                         help="show the libraries' own log messages, warnings and load reports")
 
 
+def add_thread_option(parser: argparse.ArgumentParser, default=None) -> None:
+    """--threads, accepted before the command and after it."""
+    parser.add_argument("--threads", type=thread_count, default=default, metavar="N",
+                        help="CPU threads torch computes with (default: torch's choice, one per usable core, "
+                             "or OMP_NUM_THREADS); 1 costs the least CPU time on a machine other programs keep busy")
+
+
+def thread_count(text: str) -> int:
+    """argparse type of --threads: a whole number of at least 1."""
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
+    return count
+
+
+def use_threads(count: Optional[int]) -> None:
+    """Make torch compute with `count` threads; None keeps torch's own choice.
+
+    Torch is imported here, not at the top: `--help` stays fast."""
+    if count is None:
+        return
+    import torch
+
+    torch.set_num_threads(count)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = CommandLineParser(
         prog="python -m emocast_core",
@@ -45,12 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"emocast_core {__version__}")
     add_output_options(parser)
+    add_thread_option(parser)
     subparsers = parser.add_subparsers(dest="command", metavar="<command>")
     add_generate_command(subparsers)
     add_convert_command(subparsers)
     add_dataset_command(subparsers)
     add_train_command(subparsers)
     add_output_options_to_commands(subparsers)
+    add_thread_option_to_commands(subparsers)
     return parser
 
 
@@ -59,6 +90,12 @@ def add_output_options_to_commands(subparsers) -> None:
     for command in subparsers.choices.values():
         # SUPPRESS: an option left out after the command keeps the value given before it.
         add_output_options(command, default=argparse.SUPPRESS)
+
+
+def add_thread_option_to_commands(subparsers) -> None:
+    """--threads after every command registered so far (the research tools' commands choose their own)."""
+    for command in subparsers.choices.values():
+        add_thread_option(command, default=argparse.SUPPRESS)
 
 
 # Commands that moved to the research tools: their old name gets a pointer, not "invalid choice".
@@ -86,6 +123,8 @@ def run_command(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] =
         parser.print_help(sys.stderr)
         return 2
     debug = args.debug or os.environ.get("EMOCAST_DEBUG", "") not in ("", "0")
+    # Parsers without --threads (the research tools') keep torch's own choice.
+    use_threads(getattr(args, "threads", None))
     try:
         with terminate_as_exception(), library_output(verbose=args.verbose):
             return args.handler(args)
