@@ -34,6 +34,12 @@ from .validation import (
 # without the audio's influence the mouth stays as the portrait shows it and the rest moves as usual.
 SILENT_REGION_SCALES = (0.0, 0.0, 0.0)
 
+# Frames shared and cross-faded between clips when --demo is given and --overlap is not. Without them
+# the demo model's 8-frame clips jump at every border (frame change across borders 1.4-1.6 x the
+# change inside clips); 2 frames bring that to about 1.0 for a third more clips (docs/demo-model.md,
+# "Seams"). Only the demo: for the released weights the default stays upstream's 0.
+DEMO_OVERLAP = 2
+
 
 @dataclass
 class GenerateRequest:
@@ -246,7 +252,8 @@ def add_generate_command(subparsers) -> None:
     sampling.add_argument("--cfg-fraction", type=float, default=argparse.SUPPRESS, help="guide only the first fraction of the steps (default: the --speed preset's)")
     sampling.add_argument("--sampler", default=argparse.SUPPRESS, choices=SCHEDULER_NAMES, help="solver (default: the --speed preset's; ddim is upstream's)")
     sampling.add_argument("--seed", type=int, default=42, help="random seed (same seed, same video)")
-    sampling.add_argument("--overlap", type=int, default=0, help="frames shared and cross-faded between clips (0 = upstream)")
+    sampling.add_argument("--overlap", type=int, default=argparse.SUPPRESS,
+                          help=f"frames shared and cross-faded between clips (default: 0 = upstream; {DEMO_OVERLAP} with --demo)")
     sampling.add_argument("--clip-length", type=int, default=None, help="frames generated together (16; the demo model's own with --demo)")
     sampling.add_argument("--pose-weight", type=float, default=1.0, help="audio influence on head pose / background")
     sampling.add_argument("--face-weight", type=float, default=1.0, help="audio influence on the face (without lips)")
@@ -270,6 +277,7 @@ def request_from_args(args: argparse.Namespace) -> GenerateRequest:
     """The request the options describe; the sampling numbers are checked first, since the config
     objects refuse bad ones with messages that name no option."""
     region_weights = (args.pose_weight, args.face_weight, args.lip_weight)
+    overlap = getattr(args, "overlap", 0)
     # The --speed preset fills what the options leave unset.
     # (Unset options are absent from `args`: argparse.SUPPRESS keeps "default: None" out of --help.)
     preset = SAMPLING_PRESETS[args.speed]
@@ -278,14 +286,14 @@ def request_from_args(args: argparse.Namespace) -> GenerateRequest:
     cfg_fraction = getattr(args, "cfg_fraction", preset.guidance.active_fraction)
     check_sampling(SamplingSettings(
         steps=steps, cfg=args.cfg, audio_cfg=args.audio_cfg, emotion_cfg=args.emotion_cfg,
-        cfg_fraction=cfg_fraction, sampler=sampler, seed=args.seed, overlap=args.overlap,
+        cfg_fraction=cfg_fraction, sampler=sampler, seed=args.seed, overlap=overlap,
         clip_length=args.clip_length or 16, region_weights=region_weights,
     ))
     generation = GenerationConfig(
         num_inference_steps=steps,
         guidance=GuidanceConfig(scale=args.cfg, audio_scale=args.audio_cfg, emotion_scale=args.emotion_cfg, active_fraction=cfg_fraction),
         clip_length=args.clip_length or 16,
-        overlap=args.overlap,
+        overlap=overlap,
         region_scales=region_weights,
         sampler=sampler,
         seed=args.seed,
@@ -324,6 +332,8 @@ def run_generate(args: argparse.Namespace) -> int:
                              + ", ".join(str(path) for path in demo.missing_files()), "reinstall the package")
         args.image, args.audio = args.image or str(demo.portrait), args.audio or str(demo.speech)
         args.size, args.clip_length = args.size or demo.size, args.clip_length or demo.clip_length
+        # (capped so that a short --clip-length still works; an asked --overlap is checked as given)
+        args.overlap = getattr(args, "overlap", max(0, min(DEMO_OVERLAP, args.clip_length - 1)))
     else:
         missing = [f"--{name}" for name in ("image", "audio", "models") if getattr(args, name) is None]
         if missing:

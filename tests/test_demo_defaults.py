@@ -1,0 +1,37 @@
+"""What `generate --demo` fills in when an option is left out (no generation: `make_video` is replaced)."""
+from __future__ import annotations
+
+import pytest
+
+from emocast_core import generate
+from emocast_core.cli import build_parser
+
+
+def _request_made_by(monkeypatch, tmp_path, *options: str):
+    made = []
+    monkeypatch.setattr(generate, "make_video", lambda request, **kwargs: made.append(request) or request.out)
+    args = build_parser().parse_args(["generate", "--demo", "--out", str(tmp_path / "demo.mp4"), *options])
+    assert args.handler(args) == 0
+    (request,) = made
+    return request
+
+
+def test_demo_cross_fades_clips_by_default(monkeypatch, tmp_path):
+    request = _request_made_by(monkeypatch, tmp_path)
+    assert request.generation.overlap == generate.DEMO_OVERLAP == 2
+    assert request.generation.clip_length == 8  # the bundle's: the overlap is a quarter of a clip
+
+
+@pytest.mark.parametrize("asked", ["0", "4"])
+def test_demo_keeps_an_asked_overlap(monkeypatch, tmp_path, asked):
+    assert _request_made_by(monkeypatch, tmp_path, "--overlap", asked).generation.overlap == int(asked)
+
+
+def test_demo_overlap_fits_a_short_clip_length(monkeypatch, tmp_path):
+    assert _request_made_by(monkeypatch, tmp_path, "--clip-length", "2").generation.overlap == 1
+
+
+def test_released_weights_keep_upstreams_overlap():
+    args = build_parser().parse_args(["generate", "--image", "p.png", "--audio", "s.wav", "--models", "m",
+                                      "--out", "x.mp4"])
+    assert generate.request_from_args(args).generation.overlap == 0
