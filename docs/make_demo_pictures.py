@@ -65,7 +65,7 @@ def write_speech_start(source: Path, seconds: float, out: Path) -> Path:
     """The first `seconds` of the WAV `source`, as a WAV at `out` (the video is as long as its speech)."""
     with wave.open(str(source)) as reader:
         params = reader.getparams()
-        samples = reader.readframes(int(round(seconds * params.framerate)))
+        samples = reader.readframes(round(seconds * params.framerate))
     with wave.open(str(out), "wb") as writer:
         writer.setparams(params)
         writer.writeframes(samples)
