@@ -35,3 +35,20 @@ def test_released_weights_keep_upstreams_overlap():
     args = build_parser().parse_args(["generate", "--image", "p.png", "--audio", "s.wav", "--models", "m",
                                       "--out", "x.mp4"])
     assert generate.request_from_args(args).generation.overlap == 0
+
+
+def test_demo_samples_with_the_fast_preset_unless_told_otherwise(monkeypatch, tmp_path):
+    fast = generate.SAMPLING_PRESETS[generate.DEMO_SPEED]
+    made = _request_made_by(monkeypatch, tmp_path).generation
+    assert (made.sampler, made.num_inference_steps) == (fast.sampler, fast.num_inference_steps) == ("ddim_matched", 13)
+    upstream = _request_made_by(monkeypatch, tmp_path, "--speed", "upstream").generation
+    assert (upstream.sampler, upstream.num_inference_steps) == ("ddim", 40)
+    assert _request_made_by(monkeypatch, tmp_path, "--steps", "5").generation.num_inference_steps == 5
+
+
+def test_released_weights_sample_as_upstream_unless_told_otherwise():
+    base = ["generate", "--image", "p.png", "--audio", "s.wav", "--models", "m", "--out", "x.mp4"]
+    made = generate.request_from_args(build_parser().parse_args(base)).generation
+    assert (made.sampler, made.num_inference_steps, made.guidance.active_fraction) == ("ddim", 40, 1.0)
+    fast = generate.request_from_args(build_parser().parse_args(base + ["--speed", "fast", "--sampler", "unipc"])).generation
+    assert (fast.sampler, fast.num_inference_steps) == ("unipc", 13)  # an explicit option wins over the preset
