@@ -79,7 +79,7 @@ def generate_emotion_videos(emotions, settings: DemoVideoSettings, work: Path, d
     from emocast_core.demo.bundle import DemoBundle, load_demo_models
     from emocast_core.demo.face import demo_face_analyzer
     from emocast_core.devices import pick_device
-    from emocast_core.generate import GenerateRequest, generate_video
+    from emocast_core.generate import DEMO_OVERLAP, GenerateRequest, generate_video
     from emocast_core.pipeline import GenerationConfig
     from emocast_core.video import read_video_frames
 
@@ -87,7 +87,7 @@ def generate_emotion_videos(emotions, settings: DemoVideoSettings, work: Path, d
     speech = write_speech_start(bundle.speech, settings.seconds, work / "speech.wav")
     models = load_demo_models(bundle, device=pick_device(device), face_analyzer=demo_face_analyzer())
     generation = GenerationConfig(num_inference_steps=settings.steps, clip_length=bundle.clip_length,
-                                  sampler="ddim", seed=settings.seed)
+                                  overlap=min(DEMO_OVERLAP, bundle.clip_length - 1), sampler="ddim", seed=settings.seed)
     videos = {}
     for emotion in emotions:
         request = GenerateRequest(image=bundle.portrait if image is None else image, audio=speech,
