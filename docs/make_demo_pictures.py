@@ -53,7 +53,7 @@ class DemoVideoSettings:
     """How the pictured videos are made; `steps` is the only departure from the README command."""
 
     seconds: float = 2.0  # of the sample speech, from its start
-    steps: int = 40  # DDIM steps per clip (the command's default)
+    steps: int = 40  # DDIM steps per clip (`--speed upstream`; the default `fast` preset aims at the same picture)
     seed: int = 42  # the command's default
     fps: int = 25
 
