@@ -29,6 +29,7 @@ from .guidance import (
     prepare_clip,
     prepare_video_conditions,
 )
+from .conditioning.masks import masks_for_latent_grid
 from .models.net import EmoCASTNet
 from .video_latents import check_video_latents, decode_video_latents, from_video_latents, to_video_latents
 
@@ -309,16 +310,21 @@ class EmoCASTPipeline:
             raise ValueError("audio_windows is empty")
         if start_latents is not None:
             latent_size = [size // self.vae_scale_factor for size in reference.pixel_values.shape[-2:]]
-            check_video_latents(start_latents, num_frames, net.config.unet.in_channels, latent_size)
+            check_video_latents(start_latents, num_frames, net.config.unet.in_channels, latent_size, self.vae_scale_factor)
         if clip_sampler is not None and config.guidance.active_fraction < 1.0:
             # Another loop's steps are not known here ahead of time (a solver may call the model
             # several times per step), so "guidance on the first steps only" has no meaning for it.
             raise ValueError("guidance on part of the steps works with the built-in solvers only; set the guidance fraction to 1")
 
         # 1. Conditions fixed for the whole video.
-        # The face front-end makes masks for SD's four UNet levels; a smaller network reads its first ones.
+        # The face front-end makes masks for SD's four UNet levels (8 pixels per latent cell); they are
+        # fitted to this VAE's latent grid, and a smaller network reads the first ones.
         num_levels = len(net.config.unet.block_out_channels)
-        region_masks = [list(masks)[:num_levels] for masks in (reference.full_mask, reference.face_mask, reference.lip_mask)]
+        latent_side = reference.pixel_values.shape[-1] // self.vae_scale_factor
+        region_masks = [
+            masks_for_latent_grid(masks, latent_side)[:num_levels]
+            for masks in (reference.full_mask, reference.face_mask, reference.lip_mask)
+        ]
         conditions = prepare_video_conditions(
             net, reference.face_embedding, emotion.for_frames(0, 1), emotion.uncond_tokens, reference.face_region, region_masks
         )

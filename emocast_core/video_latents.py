@@ -1,7 +1,7 @@
 """A whole video's latents as they travel between tools, and decoding them to frames.
 
-Layout: frames as a batch, `(F, 4, h, w)` with `h, w = H / 8, W / 8`, in the VAE's own latent space (what
-the VAE encoder outputs, *not* multiplied by the 0.18215 scaling factor). That is how ComfyUI keeps SD1.5
+Layout: frames as a batch, `(F, 4, h, w)` with `h, w = H / 8, W / 8` for SD's VAE (the demo VAE: / 16), in
+the VAE's own latent space (what the VAE encoder outputs, *not* multiplied by the 0.18215 scaling factor). That is how ComfyUI keeps SD1.5
 latents in its `LATENT` dict (`latent_formats.SD15.process_in` scales them only on the way into a model),
 so the frames of an EmoCAST video latent decode with ComfyUI's own VAE Decode and the same SD VAE, and
 batch-wise latent nodes (upscale, blend, batch slicing) treat the frames as a batch of images. Inside the
@@ -25,9 +25,11 @@ def from_video_latents(video_latents: torch.Tensor, latent_scale: float) -> torc
     return (video_latents * latent_scale).transpose(0, 1)[None]
 
 
-def check_video_latents(video_latents, num_frames: int, channels: int, latent_size: Sequence[int]) -> None:
+def check_video_latents(video_latents, num_frames: int, channels: int, latent_size: Sequence[int],
+                        pixels_per_cell: int = 8) -> None:
     """Refuse, with one line, latents that cannot start a video of `num_frames` frames whose latent
-    frames are `channels x latent_size`. Frame i of the video starts from latent frame i."""
+    frames are `channels x latent_size` (`pixels_per_cell`: the VAE's downsampling, for the message).
+    Frame i of the video starts from latent frame i."""
     if not isinstance(video_latents, torch.Tensor) or video_latents.ndim != 4:
         shape = tuple(video_latents.shape) if isinstance(video_latents, torch.Tensor) else type(video_latents).__name__
         raise ValueError(f"the latent must be a batch of frames (frames, {channels}, h, w), got {shape}; "
@@ -37,7 +39,7 @@ def check_video_latents(video_latents, num_frames: int, channels: int, latent_si
     if got_channels != channels or (height, width) != (want_height, want_width):
         raise ValueError(
             f"the latent's frames are {got_channels}x{height}x{width} but this reference needs {channels}x{want_height}x"
-            f"{want_width} ({want_width * 8}x{want_height * 8} pixels); make the latent at the reference's size"
+            f"{want_width} ({want_width * pixels_per_cell}x{want_height * pixels_per_cell} pixels); make the latent at the reference's size"
         )
     if frames < num_frames:
         raise ValueError(f"the latent has {frames} frames but the audio needs {num_frames}; "

@@ -174,7 +174,7 @@ def latent_samples(model, reference, audio_features, latent) -> torch.Tensor:
     samples = latent["samples"] if isinstance(latent, dict) and "samples" in latent else latent
     factor = 2 ** (len(model.vae.config.block_out_channels) - 1)
     check_video_latents(samples, audio_features.num_frames, model.net.config.unet.in_channels,
-                        [size // factor for size in reference.pixel_values.shape[-2:]])
+                        [size // factor for size in reference.pixel_values.shape[-2:]], factor)
     return samples
 
 

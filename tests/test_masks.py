@@ -20,6 +20,8 @@ from emocast_core.conditioning.masks import (
     expand_region,
     invert_mask,
     mask_level_sizes,
+    mask_levels,
+    masks_for_latent_grid,
     rect_mask,
     region_masks,
 )
@@ -93,6 +95,42 @@ def test_mask_level_sizes(size, sides):
             np.testing.assert_allclose(m * 255, np.round(m * 255), atol=1e-4)
     assert masks.face_region.shape == (size, size)
     assert set(np.unique(masks.face_region)) <= {0.0, 1.0}
+
+
+def _soft_face_mask(size: int = 64) -> np.ndarray:
+    yy, xx = np.mgrid[:size, :size]
+    return np.clip(255 - 4 * np.hypot(xx - 0.45 * size, yy - 0.55 * size), 0, 255).astype(np.uint8)
+
+
+def test_masks_for_sds_latent_grid_are_the_front_ends_levels():
+    levels = [torch.from_numpy(level) for level in mask_levels(_soft_face_mask(), 128)]
+    fitted = masks_for_latent_grid(levels, 16)  # 128 px through SD's factor-8 VAE
+    assert all(a is b for a, b in zip(fitted, levels)) and len(fitted) == len(levels)
+
+
+@pytest.mark.parametrize("size, latent_side", [(128, 8), (256, 16), (256, 8)])
+def test_masks_for_a_coarser_vae_are_the_levels_that_vae_would_have(size, latent_side):
+    """A VAE with 2**k x SD's downsampling (the demo's: factor 16) reads the front-end's levels k, k+1, ...:
+    the same Pillow resizes of the same soft mask; levels beyond the last one are 2x2 means."""
+    soft = _soft_face_mask()
+    levels = [torch.from_numpy(level) for level in mask_levels(soft, size)]
+    fitted = masks_for_latent_grid(levels, latent_side)
+    sides = [latent_side // 2**level for level in range(len(levels))]
+    assert [tuple(level.shape) for level in fitted] == [(1, side * side) for side in sides]
+    skip = len(levels) - sum(1 for level in levels if level.shape[-1] <= latent_side**2)
+    for level in range(len(levels) - skip):
+        assert torch.equal(fitted[level], levels[level + skip])
+    last = len(levels) - skip - 1
+    coarser = fitted[last].reshape(1, 1, sides[last], sides[last])
+    expected = torch.nn.functional.avg_pool2d(coarser, 2).reshape(1, -1)
+    torch.testing.assert_close(fitted[last + 1], expected)  # fp32 mean of 4 values: a few ulps at most
+
+
+def test_masks_that_do_not_fit_the_latent_grid_are_refused():
+    levels = [torch.from_numpy(level) for level in mask_levels(_soft_face_mask(), 128)]
+    for latent_side in (6, 32):
+        with pytest.raises(ValueError, match="cannot be fitted"):
+            masks_for_latent_grid(levels, latent_side)
 
 
 def test_mask_semantics():

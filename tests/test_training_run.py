@@ -187,7 +187,7 @@ def test_stage2_export_loads_strictly_and_drives_the_pipeline(setup, stage2_run)
     encoder = EmotionTextEncoder.from_pretrained(setup["models"]["text_encoder"])
     pipeline = EmoCASTPipeline(net, AutoencoderKL.from_pretrained(setup["models"]["vae"]), make_validation_scheduler(config.noise))
     frames = pipeline(
-        reference_from_clip(reader, record, 2), EmotionConditions(encoder.encode(["happy"]), encoder.unconditional()),
+        reference_from_clip(reader, record), EmotionConditions(encoder.encode(["happy"]), encoder.unconditional()),
         audio_windows(reader.tensor(record, "audio_features").float()), 3,
         GenerationConfig(num_inference_steps=2, clip_length=2),
     )

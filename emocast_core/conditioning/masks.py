@@ -11,6 +11,10 @@ Given the face-oval and lip landmarks of one face in an image of size ``(height,
 4. each soft mask is resized with Pillow bilinear (what torchvision ``Resize`` does on a PIL image)
    to the four UNet levels S/8, S/16, S/32, S/64 and flattened to ``(1, h*w)`` with values k/255.
 
+Those levels assume SD's VAE (8 pixels per latent cell). A VAE that downsamples more (the demo
+model's, 16) has a coarser latent grid; `masks_for_latent_grid` picks the levels that match it, so
+the front-end stays independent of the model (one ComfyUI reference node serves every model).
+
 The face-locator input ``face_region`` is the full-resolution face rectangle resized to ``S x S``
 (Pillow bilinear, no threshold, as the official ``Resize`` + ``ToTensor``).
 
@@ -24,6 +28,8 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import torch
+import torch.nn.functional as F
 from PIL import Image
 
 # MediaPipe face-landmarker (478-point) indices of the face oval (36 points) and of the outer and
@@ -169,6 +175,36 @@ def mask_level_sizes(size: int) -> list[int]:
     if size % 64 != 0:
         raise ValueError(f"the model size must be a multiple of 64, got {size}")
     return [size // (8 * 2**level) for level in range(NUM_MASK_LEVELS)]
+
+
+def masks_for_latent_grid(levels, latent_side: int) -> list[torch.Tensor]:
+    """The front-end's mask levels (``(..., side_l**2)`` flattened squares, finest first) for a UNet whose
+    latent grid is ``latent_side`` square.
+
+    The levels are returned unchanged when the finest one already has the latent grid's side (SD's
+    VAE, the official path). For a VAE that downsamples ``2**k`` times more, level ``l`` is the
+    front-end's level ``l + k`` (the same Pillow resize of the same soft mask); levels beyond the
+    coarsest one given are 2x2 means of the one before.
+    """
+    levels = list(levels)
+    sides = [int(round(level.shape[-1] ** 0.5)) for level in levels]
+    if sides[0] == latent_side:
+        return levels
+    if latent_side < 1 or sides[0] % latent_side or (sides[0] // latent_side) & (sides[0] // latent_side - 1):
+        raise ValueError(
+            f"the region masks start at {sides[0]}x{sides[0]} and cannot be fitted to a {latent_side}x{latent_side} "
+            "latent: the model size must be the VAE's downsampling factor times a power of two"
+        )
+    skip = (sides[0] // latent_side).bit_length() - 1
+    fitted = levels[skip:]
+    while len(fitted) < len(levels):
+        previous = fitted[-1]
+        side = int(round(previous.shape[-1] ** 0.5))
+        if side < 2:
+            raise ValueError(f"a {latent_side}x{latent_side} latent is too small for {len(levels)} mask levels")
+        square = previous.reshape(-1, 1, side, side)
+        fitted.append(F.avg_pool2d(square, 2).reshape(*previous.shape[:-1], (side // 2) ** 2))
+    return fitted
 
 
 def pil_bilinear_resize(array: np.ndarray, width: int, height: int) -> np.ndarray:

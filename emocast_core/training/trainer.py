@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 
 from ..devices import DTYPE_NAMES
 from ..models.config import EmoCASTConfig
+from ..conditioning.masks import masks_for_latent_grid
 from ..models.net import EmoCASTNet
 from .checkpoints import (
     EXPORT_FOLDER,
@@ -188,7 +189,6 @@ class Trainer:
             ),
             audio_margin=data.audio_margin,
             caption_choice=data.caption_choice,
-            num_mask_levels=len(self.net_config.unet.block_out_channels),
         )
 
     def build_net(self) -> EmoCASTNet:
@@ -388,12 +388,10 @@ class Trainer:
         scale = float(getattr(vae.config, "scaling_factor", 0.18215))
         latents = self._vae_encode(vae, pixels.flatten(0, 1), generator, sample=True) * scale
         latents = latents.reshape(batch_size, num_frames, *latents.shape[1:]).transpose(1, 2).float()
-        if batch["full_mask"][0].shape[-1] != latents.shape[-2] * latents.shape[-1]:
-            raise ValueError(
-                f"the finest region mask has {batch['full_mask'][0].shape[-1]} values but the latents are "
-                f"{latents.shape[-2]}x{latents.shape[-1]}: the VAE must downsample by 8 (as SD's does)"
-            )
+        if latents.shape[-2] != latents.shape[-1]:
+            raise ValueError(f"the training frames must be square; their latents are {latents.shape[-2]}x{latents.shape[-1]}")
         reference_latents = self._vae_encode(vae, references.flatten(0, 1), generator, sample=False) * scale
+        num_levels = len(self.net_config.unet.block_out_channels)
 
         noise = sample_noise(latents, config.noise.noise_offset, generator)
         timesteps = sample_timesteps(batch_size, scheduler.config.num_train_timesteps, generator, device)
@@ -410,7 +408,12 @@ class Trainer:
             face_embedding=batch["face_embedding"].to(device),
             face_region=batch["face_region"].to(device),
             audio_windows=batch["audio_windows"].to(device),
-            region_masks=[[level.to(device) for level in batch[f"{name}_mask"]] for name in ("full", "face", "lip")],
+            # All four front-end levels are fitted to the VAE's latent grid, then the network's levels
+            # are kept: the same as at inference (`pipeline`).
+            region_masks=[
+                [level.to(device) for level in masks_for_latent_grid(batch[f"{name}_mask"], latents.shape[-1])[:num_levels]]
+                for name in ("full", "face", "lip")
+            ],
             keep=keep,
         )
 

@@ -32,12 +32,13 @@ def make_validation_scheduler(noise: NoiseSection):
     return make_scheduler("ddim", **noise_schedule(noise))
 
 
-def reference_from_clip(reader: ShardReader, record: ClipRecord, num_levels: int) -> ReferenceConditions:
-    """The reference conditions of a dataset clip: its first frame, identity and union masks."""
+def reference_from_clip(reader: ShardReader, record: ClipRecord) -> ReferenceConditions:
+    """The reference conditions of a dataset clip: its first frame, identity and union masks (all four
+    front-end levels, as the face front-end gives them; the pipeline fits them to the network)."""
     frame = torch.from_numpy(reader.frames(record, [0])).permute(0, 3, 1, 2).float() / 127.5 - 1.0
     masks = {}
     for name in ("full", "face", "lip"):
-        levels = mask_levels(reader.tensor(record, f"soft_{name}").numpy(), record.size)[:num_levels]
+        levels = mask_levels(reader.tensor(record, f"soft_{name}").numpy(), record.size)
         masks[name] = [torch.from_numpy(level) for level in levels]
     return ReferenceConditions(
         pixel_values=frame,
@@ -76,7 +77,7 @@ def render_validation(
     uncond = text_encoder.unconditional()
     written = []
     for record in records:
-        reference = reference_from_clip(reader, record, net.denoising_unet.num_levels)
+        reference = reference_from_clip(reader, record)
         features = reader.tensor(record, "audio_features").float()
         windows = audio_windows(features, audio_margin)
         num_frames = min(settings.num_frames, record.num_frames)
