@@ -171,3 +171,57 @@ def test_demo_model_command_refuses_bad_options_before_any_work(tmp_path, capsys
         error = capsys.readouterr().err.strip()
         assert error.count("\n") == 0 and error.startswith("error: argument --")
     assert not work.exists()
+
+
+def test_the_demo_vae_has_an_8x8_latent_at_64_and_128_px():
+    import torch
+
+    from emocast_research.synthetic.models import demo_net_config, make_tiny_vae, vae_levels
+
+    assert (vae_levels(64), vae_levels(128)) == (4, 5)
+    for size in (64, 128):
+        vae = make_tiny_vae(size)
+        with torch.no_grad():
+            latent = vae.encode(torch.zeros(1, 3, size, size)).latent_dist.mean
+        assert latent.shape == (1, 4, 8, 8)
+        # The face locator downsamples as the VAE does: its stride-2 convolutions are one fewer than its levels.
+        assert len(demo_net_config(size).face_locator_block_out_channels) == vae_levels(size)
+    with pytest.raises(ValueError, match="64 or 128"):
+        vae_levels(96)
+
+
+def test_a_grown_vae_keeps_the_small_ones_levels_inside():
+    import torch
+
+    from emocast_research.synthetic.models import grow_vae, make_tiny_vae
+
+    torch.manual_seed(0)
+    small = make_tiny_vae(64)
+    grown = grow_vae(small, 128)
+    small_state, grown_state = small.state_dict(), grown.state_dict()
+    # Encoder levels move one down; decoder levels, the middle and the latent convolutions stay.
+    for small_key, grown_key in (("encoder.down_blocks.0.resnets.0.conv2.weight", "encoder.down_blocks.1.resnets.0.conv2.weight"),
+                                 ("encoder.down_blocks.3.resnets.0.conv1.weight", "encoder.down_blocks.4.resnets.0.conv1.weight"),
+                                 ("encoder.mid_block.attentions.0.to_q.weight",) * 2, ("quant_conv.weight",) * 2,
+                                 ("decoder.up_blocks.0.resnets.0.conv1.weight",) * 2, ("decoder.up_blocks.2.upsamplers.0.conv.weight",) * 2):
+        assert torch.equal(grown_state[grown_key], small_state[small_key]), grown_key
+    # The new finest level is not the small VAE's (its widths differ), and the result codes 128 px frames.
+    assert grown_state["decoder.conv_out.weight"].shape[1] == 16 != small_state["decoder.conv_out.weight"].shape[1]
+    with torch.no_grad():
+        assert grown.decode(grown.encode(torch.zeros(1, 3, 128, 128)).latent_dist.mean).sample.shape == (1, 3, 128, 128)
+
+
+def test_refining_the_decoder_leaves_the_latent_space_alone():
+    import torch
+
+    from emocast_research.synthetic.models import make_tiny_vae, refine_decoder
+
+    torch.manual_seed(0)
+    vae = make_tiny_vae(64)
+    frames = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+    before = {key: value.clone() for key, value in vae.state_dict().items()}
+    vae, steps = refine_decoder(vae, frames, seconds=0.5, batch_size=2, log=lambda _: None)
+    after = vae.state_dict()
+    changed = {key for key in before if not torch.equal(before[key], after[key])}
+    # Every weight the encoder path uses (encoder, quant_conv) is untouched; the decoder's moved.
+    assert steps >= 1 and changed and all(key.startswith(("decoder.", "post_quant_conv.")) for key in changed)

@@ -3,11 +3,15 @@
 Steps (each one skipped when its output exists, so an interrupted run continues):
 
   corpus   synthetic talking faces (train identities/sentences, held-out identities/sentences)
-  vae      a tiny AutoencoderKL trained on freshly drawn frames; a random but fixed wav2vec2
+  vae      a small AutoencoderKL trained on freshly drawn frames (64 px, then grown to the demo's
+           size); a random but fixed wav2vec2
   dataset  the project's dataset builder on the training corpus
   train    the project's trainer (`training.SyntheticTrainer`), resuming from its latest checkpoint
+  decoder  the VAE's decoder trained on alone (the encoder, so the network's latent space, unchanged)
   evaluate lip sync, emotion and identity metrics on held-out material -> eval/metrics.json
   bundle   the demo bundle (fp16 net, VAE, wav2vec2, sample portrait and speech)
+  check    the README's demo command per emotion on the installed bundle: time, seams, colour drift,
+           upside-down frames, identity, emotion read -> eval/demo_check.json (not in the default steps)
 """
 from __future__ import annotations
 
@@ -17,7 +21,8 @@ import logging
 import time
 from pathlib import Path
 
-STEPS = ("corpus", "vae", "dataset", "train", "evaluate", "bundle")
+STEPS = ("corpus", "vae", "dataset", "train", "decoder", "evaluate", "bundle")
+EXTRA_STEPS = ("check",)
 PRESET_NAMES = ("full", "test")  # `benchmark.PRESETS`, named here so that --help needs no torch
 logger = logging.getLogger(__name__)
 
@@ -41,7 +46,7 @@ def add_demo_model_command(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     command.add_argument("--work", type=Path, required=True, help="working folder (corpus, data, runs, metrics)")
-    command.add_argument("--steps", nargs="*", default=list(STEPS), choices=STEPS,
+    command.add_argument("--steps", nargs="*", default=list(STEPS), choices=STEPS + EXTRA_STEPS,
                          help="the steps to run, in this order (default: all)")
     command.add_argument("--preset", choices=PRESET_NAMES, default="full",
                          help="full: the shipped model (about 70 min on 2 CPU cores); test: a few minutes")
@@ -71,6 +76,6 @@ def run_demo_model(args: argparse.Namespace) -> int:
         started = time.time()
         result = run.bundle(args.bundle_out or ASSETS) if step == "bundle" else getattr(run, step)()
         logger.info("%s done in %.0f s", step, time.time() - started)
-        if step == "evaluate":
+        if step in ("evaluate", "check"):
             print(json.dumps(result, indent=2))
     return 0

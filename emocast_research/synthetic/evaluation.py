@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
+import cv2
 import numpy as np
 import torch
 from diffusers import AutoencoderKL
@@ -60,10 +61,20 @@ from .speech import speak
 
 logger = logging.getLogger(__name__)
 INTENSITIES = (0.0, 0.5, 1.0, 1.5)
+FRAME_READER_FILE = "frame_reader.pt"
+READ_SIZE = 64  # the frame reader's input side; larger frames are reduced to it (area averaging)
+
+
+def at_read_size(frames: np.ndarray) -> np.ndarray:
+    """(T, S, S, 3) uint8 -> (T, 64, 64, 3): what the frame reader reads, whatever the model's size."""
+    if frames.shape[1] == READ_SIZE:
+        return frames
+    return np.stack([cv2.resize(frame, (READ_SIZE, READ_SIZE), interpolation=cv2.INTER_AREA) for frame in frames])
 
 
 class FrameReader(nn.Module):
-    """64 x 64 RGB in [0, 1] -> (mouth opening, emotion logits)."""
+    """64 x 64 RGB in [0, 1] -> (mouth opening, emotion logits). Frames of any size are read at 64
+    (`at_read_size`), so the metrics mean the same at every model size."""
 
     def __init__(self):
         super().__init__()
@@ -82,10 +93,10 @@ class FrameReader(nn.Module):
 
     @torch.no_grad()
     def read(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(T, 64, 64, 3) uint8 -> (T,) openings, (T, 5) emotion probabilities."""
+        """(T, S, S, 3) uint8 -> (T,) openings, (T, 5) emotion probabilities."""
         self.eval()
         openings, probabilities = [], []
-        for chunk in torch.from_numpy(frames).float().div(255.0).split(128):
+        for chunk in torch.from_numpy(at_read_size(frames)).float().div(255.0).split(128):
             opening, logits = self(chunk)
             openings.append(opening)
             probabilities.append(logits.softmax(-1))
@@ -135,17 +146,19 @@ def through_vae(vae, frames: np.ndarray) -> np.ndarray:
     return torch.cat(out).numpy()
 
 
-def train_frame_reader(identities: Sequence[Identity], vae, steps: int, seed: int = 0, count: int = 4000) -> FrameReader:
+def train_frame_reader(identities: Sequence[Identity], vae, steps: int, seed: int = 0, count: int = 4000,
+                       size: int = READ_SIZE) -> FrameReader:
     """A fixed number of steps (not seconds): on a busy machine a time budget gave an undertrained
-    reader, and a weak measuring tool reads every generated emotion as the same class."""
+    reader, and a weak measuring tool reads every generated emotion as the same class. The frames are
+    drawn at the model's `size` (the VAE's), then reduced to the reader's."""
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    frames, openings, emotions = ground_truth_frames(identities, count, rng)
+    frames, openings, emotions = ground_truth_frames(identities, count, rng, size)
     if vae is not None:
         # Half the frames as drawn, half as the VAE gives them back.
         half = count // 2
         frames[:half] = through_vae(vae, frames[:half])
-    data = torch.from_numpy(frames).float().div(255.0)
+    data = torch.from_numpy(at_read_size(frames)).float().div(255.0)
     targets_open, targets_emotion = torch.from_numpy(openings), torch.from_numpy(emotions)
     reader = FrameReader()
     optimizer = torch.optim.Adam(reader.parameters(), lr=2e-3)
@@ -158,6 +171,16 @@ def train_frame_reader(identities: Sequence[Identity], vae, steps: int, seed: in
         loss.backward()
         optimizer.step()
     logger.info("frame reader: %d steps, last loss %.4f", steps, loss.item())
+    return reader.eval()
+
+
+def load_frame_reader(eval_dir) -> FrameReader | None:
+    """The frame reader the evaluate step saved in `eval_dir`, or None."""
+    path = eval_dir / FRAME_READER_FILE
+    if not path.is_file():
+        return None
+    reader = FrameReader()
+    reader.load_state_dict(torch.load(path, weights_only=True))
     return reader.eval()
 
 
@@ -181,7 +204,7 @@ class DemoModels:
 
 
 class SyntheticGenerator:
-    """Held-out portrait + speech + prompt -> (T, 64, 64, 3) uint8 frames, through the pipeline."""
+    """Held-out portrait + speech + prompt -> (T, S, S, 3) uint8 frames, through the pipeline."""
 
     def __init__(self, models: DemoModels, num_inference_steps: int, clip_length: int = 8, guidance_scale: float = 3.5,
                  seed: int = 0, size: int = 64):
@@ -212,13 +235,16 @@ def evaluate_benchmark(bench) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     models = load_run_models(bench)
     models.face_analyzer = synthetic_face_analyzer()
-    generator = SyntheticGenerator(models, preset.eval_steps, seed=preset.seed)
+    size = bench.size
+    generator = SyntheticGenerator(models, preset.eval_steps, seed=preset.seed, size=size)
 
     train_rows = [json.loads(line) for line in (bench.train_corpus / "clips.jsonl").read_text().splitlines()]
     held_rows = [json.loads(line) for line in (bench.held_out_corpus / "clips.jsonl").read_text().splitlines()]
     train_identities = list({row["speaker"]: identity_from_dict(row["identity"]) for row in train_rows}.values())
     held_identities = {row["speaker"]: identity_from_dict(row["identity"]) for row in held_rows}
-    reader = train_frame_reader(train_identities, models.vae, steps=1500 if preset.eval_clips > 2 else 50, seed=preset.seed)
+    reader = train_frame_reader(train_identities, models.vae, steps=1500 if preset.eval_clips > 2 else 50, seed=preset.seed,
+                                size=size)
+    torch.save(reader.state_dict(), out_dir / FRAME_READER_FILE)  # the check step reads the demo's videos with it
     started = time.time()
     max_frames = 48
 
@@ -237,7 +263,7 @@ def evaluate_benchmark(bench) -> dict:
         envelope = np.asarray(row["openings"], dtype=np.float32)[:max_frames]
         other = chosen[(index + 1) % len(chosen)]
         other_waveform = speak(other["sentence"], other["voice"], other["speed"])
-        portrait = portrait_of(identity)
+        portrait = portrait_of(identity, size)
         frames = generator(portrait, waveform, row["caption"], max_frames=max_frames)
         shuffled = generator(portrait, other_waveform, row["caption"], max_frames=max_frames)
         truth = in_model_framing(render_clip(identity, _spec_from_row(row), 64, waveform).frames[:max_frames], identity)
@@ -259,7 +285,7 @@ def evaluate_benchmark(bench) -> dict:
     emotion_names = list(held_identities)[: 2 if preset.eval_clips > 2 else 1]
     correct, total, confusion = 0, 0, np.zeros((len(EMOTIONS), len(EMOTIONS)), dtype=int)
     for name in emotion_names:
-        portrait = portrait_of(held_identities[name])
+        portrait = portrait_of(held_identities[name], size)
         for label, emotion in enumerate(EMOTIONS):
             for prompt in prompts[emotion]:
                 frames = generator(portrait, speech, prompt, max_frames=generator.config.clip_length)
@@ -268,7 +294,7 @@ def evaluate_benchmark(bench) -> dict:
                 correct += int(predicted == label)
                 total += 1
     # --- intensity sweep ----------------------------------------------------------------------------
-    portrait = portrait_of(held_identities[emotion_names[0]])
+    portrait = portrait_of(held_identities[emotion_names[0]], size)
     sweep = {}
     for label, emotion in enumerate(EMOTIONS):
         if emotion == "neutral":
@@ -331,5 +357,5 @@ def load_run_models(bench) -> DemoModels:
     export = bench.latest_export()
     checkpoint = next(p for p in (export / "net.safetensors", export / "net.pth") if p.is_file())
     net = load_emocast_net(checkpoint, checkpoint_config(checkpoint), device=torch.device("cpu"), dtype=torch.float32)
-    vae = AutoencoderKL.from_pretrained(bench.vae_dir, local_files_only=True).eval()
+    vae = AutoencoderKL.from_pretrained(bench.output_vae_dir, local_files_only=True).eval()
     return DemoModels(net.eval(), vae, MiniLMEmotionEncoder.from_pretrained(), AudioEncoder.from_pretrained(bench.wav2vec_dir), None)

@@ -2,12 +2,14 @@
 
 * `demo_net_config()`: a 2-level EmoCAST with every module of the released one (ReferenceNet,
   motion modules, audio modules with emotive attention, face locator, projections), 384 wide tokens
-  (MiniLM's width), for 64 x 64 frames (8 x 8 latents).
+  (MiniLM's width), for 8 x 8 latents (128 x 128 frames through the factor-16 VAE).
 * `write_random_wav2vec2(folder)`: a small Wav2Vec2 with random but fixed weights (seeded). Its
   features are a fixed function of the waveform; the network learns to read speech from them.
   No package ships wav2vec2 weights, so this stands in for wav2vec2-base-960h.
-* `make_tiny_vae()` / `train_tiny_vae(frames)`: a 4-level AutoencoderKL (factor 8, 4 latent
-  channels, like SD's) trained on synthetic frames.
+* `make_tiny_vae(size)` / `train_tiny_vae(frames)`: an AutoencoderKL with 4 latent channels like SD's,
+  with as many levels as give an 8 x 8 latent (5 levels, factor 16, at 128 x 128), trained on
+  synthetic frames. The VAE carries the resolution: the denoising network works on 8 x 8 latents
+  whatever the frame size, so a larger demo costs more in the VAE only.
 """
 from __future__ import annotations
 
@@ -28,11 +30,26 @@ from emocast_core.models.config import (
 )
 
 TEXT_DIM = 384  # all-MiniLM-L6-v2 hidden size
+LATENT_SIDE = 8  # the demo network's latent grid, at every frame size
+# Per-level widths, the largest level last; a frame size uses the last `vae_levels(size)` of them.
+VAE_CHANNELS = (16, 32, 48, 64, 64)
+FACE_LOCATOR_CHANNELS = (8, 8, 16, 16, 32)
 WAV2VEC_LAYERS, WAV2VEC_DIM = 4, 64
 WAV2VEC_SEED = 7
 
 
-def demo_net_config() -> EmoCASTConfig:
+def vae_levels(size: int) -> int:
+    """Levels of the demo VAE for `size` x `size` frames: each level after the first halves the side,
+    down to `LATENT_SIDE` (4 at 64 px: factor 8 like SD's; 5 at 128 px: factor 16)."""
+    factor = size // LATENT_SIDE
+    if size % LATENT_SIDE or factor & (factor - 1) or not 8 <= factor <= 2 ** (len(VAE_CHANNELS) - 1):
+        raise ValueError(f"the demo models support 64 or 128 pixel frames, got {size}")
+    return factor.bit_length()
+
+
+def demo_net_config(size: int = 128) -> EmoCASTConfig:
+    """The demo network for `size` x `size` frames; only the face locator depends on the size (its
+    stride-2 convolutions follow the VAE's downsampling)."""
     return EmoCASTConfig(
         unet=UNetConfig(
             block_out_channels=(32, 64), layers_per_block=1,
@@ -41,7 +58,7 @@ def demo_net_config() -> EmoCASTConfig:
         ),
         motion=MotionModuleConfig(num_attention_heads=2, resolutions=(1, 2), norm_num_groups=8, max_frames=32),
         audio=AudioModuleConfig(audio_token_dim=TEXT_DIM, emotion_token_dim=TEXT_DIM, emotive_head_dim=16),
-        face_locator_block_out_channels=(8, 16, 16, 32),
+        face_locator_block_out_channels=FACE_LOCATOR_CHANNELS[-vae_levels(size):],
         face_embedding_dim=512,
         num_face_tokens=2,
         audio_layers=WAV2VEC_LAYERS,
@@ -83,12 +100,42 @@ def save_wav2vec2_folder(model, folder: Path, weight_file: str = "model.safetens
     return folder
 
 
-def make_tiny_vae():
+def make_tiny_vae(size: int = 128):
+    levels = vae_levels(size)
     return AutoencoderKL(
-        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(32, 48, 64, 64), layers_per_block=1, latent_channels=4, norm_num_groups=8, sample_size=64,
-        scaling_factor=1.0,
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * levels,
+        up_block_types=("UpDecoderBlock2D",) * levels, block_out_channels=VAE_CHANNELS[-levels:], layers_per_block=1,
+        latent_channels=4, norm_num_groups=8, sample_size=size, scaling_factor=1.0,
     )
+
+
+def grow_vae(small, size: int, start=None):
+    """A VAE for `size` frames (one level more than `small` per doubling) whose inner levels are
+    `small`'s trained ones: the encoder's down blocks move one level down, the decoder's up blocks
+    keep their place and a new finest level is added at both ends. Weights whose shape differs (the
+    new level, the first resnet after it, the colour convolutions at the ends) keep `start`'s values
+    (default: a fresh `make_tiny_vae(size)`). Trained from scratch at 128 px for 25 minutes the VAE
+    still gave every background the same grey-blue; grown from the 64 px VAE it starts from what that
+    one knows about drawn faces."""
+    grown = start if start is not None else make_tiny_vae(size)
+    extra = len(grown.config.block_out_channels) - len(small.config.block_out_channels)
+    if extra < 0:
+        raise ValueError("grow_vae makes a VAE with more levels, not fewer")
+
+    def moved(key: str) -> str:
+        if key.startswith("encoder.down_blocks."):
+            index = int(key.split(".")[2])
+            return f"encoder.down_blocks.{index + extra}." + key.split(".", 3)[3]
+        return key
+
+    target = grown.state_dict()
+    copied = {}
+    for key, tensor in small.state_dict().items():
+        new_key = moved(key)
+        if new_key in target and target[new_key].shape == tensor.shape:
+            copied[new_key] = tensor.to(target[new_key].dtype)
+    grown.load_state_dict({**target, **copied})
+    return grown
 
 
 def reconstruction_weight(batch: torch.Tensor) -> torch.Tensor:
@@ -121,7 +168,7 @@ def train_tiny_vae(frames: np.ndarray, seconds: float, seed: int = 0, batch_size
     `vae`: continue training this one instead of a new one.
     """
     torch.manual_seed(seed)
-    vae = vae if vae is not None else make_tiny_vae()
+    vae = vae if vae is not None else make_tiny_vae(frames.shape[1])
     vae.train().requires_grad_(True)
     data = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0
     optimizer = torch.optim.AdamW(vae.parameters(), lr=learning_rate, weight_decay=0.0)
@@ -145,4 +192,41 @@ def train_tiny_vae(frames: np.ndarray, seconds: float, seed: int = 0, batch_size
     with torch.no_grad():
         latents = torch.cat([vae.encode(chunk).latent_dist.mean for chunk in data[:512].split(64)])
     vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
+    return vae, step
+
+
+def refine_decoder(vae, frames: np.ndarray, seconds: float, seed: int = 0, batch_size: int = 8, log=print,
+                   learning_rate: float = 5e-4, background_weight: float = 4.0):
+    """Train the decoder alone on the frozen encoder's latents (posterior means) for about `seconds`.
+
+    The latent space stays exactly what the denoising network was trained in, so this can run after
+    (or while) the network trains. The background counts `background_weight` times more than in
+    `train_tiny_vae`: a wrong background hue is what a person notices first in a 128 px frame.
+    """
+    torch.manual_seed(seed)
+    vae.eval().requires_grad_(False)
+    data = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    with torch.no_grad():
+        latents = torch.cat([vae.encode(chunk).latent_dist.mean for chunk in data.split(64)])
+    decoder = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    for parameter in decoder:
+        parameter.requires_grad_(True)
+    vae.decoder.train()
+    optimizer = torch.optim.AdamW(decoder, lr=learning_rate, weight_decay=0.0)
+    generator = torch.Generator().manual_seed(seed)
+    started, step = time.time(), 0
+    while time.time() - started < seconds:
+        index = torch.randint(0, data.shape[0], (batch_size,), generator=generator)
+        batch = data[index]
+        reconstruction = vae.decode(latents[index]).sample
+        weight = reconstruction_weight(batch).clamp(min=background_weight)
+        error = reconstruction - batch
+        loss = (weight * (error.abs() + error**2)).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        if step % 50 == 0:
+            log(f"decoder step {step} loss {loss.item():.4f}")
+    vae.eval().requires_grad_(False)
     return vae, step

