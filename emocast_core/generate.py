@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,11 @@ DEMO_OVERLAP = 2
 # the work (38.6 dB PSNR against `upstream` on the first clip of the sample video, through the MP4
 # codec; 27 s instead of 66 s on one thread). Without --demo the default stays upstream's.
 DEMO_SPEED = "fast"
+# Torch's CPU threads when --demo is given and neither --threads nor OMP_NUM_THREADS is. The demo
+# network is too small to keep two threads busy: on an idle 2-core machine the README command took
+# 32 s and 31 CPU-s with one thread, 45 s and 46 CPU-s with two sleeping-wait threads, 25 s and 43 CPU-s
+# with two spinning ones (docs/demo-model.md, "Speed"). One thread also never waits for another.
+DEMO_THREADS = 1
 
 
 @dataclass
@@ -238,7 +244,7 @@ def add_generate_command(subparsers) -> None:
     io.add_argument("--out", required=True, help="the MP4 to write (appears only when complete; missing folders are made)")
     io.add_argument("--models", help="models folder (ComfyUI's models/ or the same layout; see README); not used with --demo")
     io.add_argument("--demo", action="store_true",
-                    help="use the embedded synthetic demo model (64 px drawn faces, no downloads), not the released weights")
+                    help="use the embedded synthetic demo model (small, drawn faces, no downloads), not the released weights")
     emotion = parser.add_argument_group("emotion")
     chosen = emotion.add_mutually_exclusive_group()
     chosen.add_argument("--emotion", help='free-text emotion, e.g. "A person is talking with happy emotion."')
@@ -264,7 +270,7 @@ def add_generate_command(subparsers) -> None:
     sampling.add_argument("--lip-weight", type=float, default=1.0, help="audio influence on the lips")
     picture = parser.add_argument_group("picture and sound")
     picture.add_argument("--fps", type=int, default=25, help="video frame rate (the model was trained at 25)")
-    picture.add_argument("--size", type=int, default=None, help="model resolution (the released model: 512; the demo model: 64)")
+    picture.add_argument("--size", type=int, default=None, help="model resolution (the released model: 512; the demo model: its own, see docs/demo-model.md)")
     picture.add_argument("--paste-back", action="store_true", help="put the animated face back into the full original picture")
     picture.add_argument("--face-index", type=int, default=None, help="which face (0 = largest) when there are several")
     picture.add_argument("--no-face", choices=("error", "center"), default="error", help="what to do when no face is found")
@@ -339,6 +345,10 @@ def run_generate(args: argparse.Namespace) -> int:
         # (capped so that a short --clip-length still works; an asked --overlap is checked as given)
         args.overlap = getattr(args, "overlap", max(0, min(DEMO_OVERLAP, args.clip_length - 1)))
         args.speed = getattr(args, "speed", DEMO_SPEED)
+        if getattr(args, "threads", None) is None and not os.environ.get("OMP_NUM_THREADS"):
+            import torch
+
+            torch.set_num_threads(DEMO_THREADS)
     else:
         missing = [f"--{name}" for name in ("image", "audio", "models") if getattr(args, name) is None]
         if missing:

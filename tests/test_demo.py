@@ -2,6 +2,7 @@
 with sound from a fresh checkout (no model folder, no downloads)."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -22,7 +23,11 @@ def test_the_bundle_is_complete_and_small():
     assert total < MAX_BUNDLE_BYTES, f"{total / 2**20:.1f} MiB"
     manifest = bundle.manifest()
     assert "NOT the released EmoCAST weights" in manifest["note"]
-    assert bundle.size == 64 and bundle.clip_length >= 1
+    # The demo's frames are at least 128 px (a 64 px face is not recognisable), and its VAE is the
+    # one the bundle says: the frame side is the VAE's downsampling factor times the 8 x 8 latent.
+    assert bundle.size >= 128 and bundle.clip_length >= 1
+    vae_config = json.loads((bundle.vae_dir / "config.json").read_text())
+    assert bundle.size == 8 * 2 ** (len(vae_config["block_out_channels"]) - 1) == vae_config["sample_size"]
 
 
 def test_bundle_net_is_fp16_with_its_architecture():
@@ -41,8 +46,9 @@ def test_demo_models_load_and_the_portrait_is_found():
     from emocast_core.demo.bundle import load_demo_models
 
     models = load_demo_models()
-    prepared = prepare_reference(Image.open(DemoBundle().portrait), models.face_analyzer, size=64)
-    assert prepared.face_found and prepared.pixel_values.shape == (1, 3, 64, 64)
+    size = DemoBundle().size
+    prepared = prepare_reference(Image.open(DemoBundle().portrait), models.face_analyzer, size=size)
+    assert prepared.face_found and prepared.pixel_values.shape == (1, 3, size, size)
     assert models.text_encoder.encode(["happy"]).shape == (1, 77, 384)
 
 
@@ -62,7 +68,7 @@ def test_generate_demo_writes_a_video_with_audio(tmp_path):
                       "--steps", "2", "--device", "cpu")
     assert result.returncode == 0, result.stderr[-2000:]
     info = probe_video(out)
-    assert (info.width, info.height) == (64, 64) and info.has_audio
+    assert (info.width, info.height) == (DemoBundle().size,) * 2 and info.has_audio
     assert info.num_frames == pytest.approx(info.audio_duration_s * 25, abs=2)
     # Quiet by default: the libraries' load reports and warnings stay hidden without --verbose.
     for chatter in ("LOAD REPORT", "UNEXPECTED", "Warning", "Loading weights"):
@@ -92,7 +98,7 @@ def test_a_photograph_and_silence_give_a_video_with_a_warning(tmp_path, monkeypa
         handle.setsampwidth(2)
         handle.setframerate(16000)
         handle.writeframes(np.zeros(16000, dtype="<i2").tobytes())  # 1 s
-    request = GenerateRequest(image=photo, audio=silence, out=tmp_path / "out" / "video.mp4", size=64, preset="happy",
+    request = GenerateRequest(image=photo, audio=silence, out=tmp_path / "out" / "video.mp4", size=DemoBundle().size, preset="happy",
                               generation=GenerationConfig(num_inference_steps=1, clip_length=DemoBundle().clip_length))
     used_configs = []
     generate = EmoCASTPipeline.generate
@@ -107,7 +113,7 @@ def test_a_photograph_and_silence_give_a_video_with_a_warning(tmp_path, monkeypa
     # Silence does not drive the face: the mouth stays as in the portrait.
     assert [config.region_scales for config in used_configs] == [SILENT_REGION_SCALES] == [(0.0, 0.0, 0.0)]
     info = probe_video(written)
-    assert written == request.out and (info.width, info.height) == (64, 64) and info.num_frames == 25
+    assert written == request.out and (info.width, info.height) == (request.size,) * 2 and info.num_frames == 25
     assert sorted(path.name for path in written.parent.iterdir()) == ["video.mp4"]
 
 

@@ -52,3 +52,23 @@ def test_released_weights_sample_as_upstream_unless_told_otherwise():
     assert (made.sampler, made.num_inference_steps, made.guidance.active_fraction) == ("ddim", 40, 1.0)
     fast = generate.request_from_args(build_parser().parse_args(base + ["--speed", "fast", "--sampler", "unipc"])).generation
     assert (fast.sampler, fast.num_inference_steps) == ("unipc", 13)  # an explicit option wins over the preset
+
+
+@pytest.mark.parametrize("options, environment, expected", [
+    ((), {}, 1),  # the demo's default: its network is too small for two threads
+    (("--threads", "2"), {}, 2),  # an asked count is kept
+    ((), {"OMP_NUM_THREADS": "2"}, None),  # so is the environment's: torch's own choice stands
+])
+def test_demo_computes_with_one_thread_unless_told_otherwise(monkeypatch, tmp_path, options, environment, expected):
+    import torch
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    monkeypatch.setattr(generate, "make_video", lambda request, **kwargs: request.out)
+    from emocast_core.cli import run_command
+
+    assert run_command(build_parser(), ["generate", "--demo", "--out", str(tmp_path / "demo.mp4"), *options]) == 0
+    assert calls[-1:] == ([] if expected is None else [expected])

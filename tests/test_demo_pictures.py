@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from emocast_core.demo.bundle import DemoBundle
+
 SCRIPT = Path(__file__).resolve().parents[1] / "docs" / "make_demo_pictures.py"
 
 
@@ -32,7 +34,7 @@ def test_demo_pictures_have_one_row_per_emotion_and_one_panel_per_emotion(pictur
     settings = pictures.DemoVideoSettings(seconds=0.4, steps=1)
     sheet_path, gif_path = pictures.make_demo_pictures(tmp_path, ("happy", "sad"), settings, columns=3, scale=2)
 
-    panel = 64 * 2
+    panel = DemoBundle().size * 2
     sheet = Image.open(sheet_path)
     assert sheet.size == (pictures.LABEL_WIDTH + 3 * panel,
                           pictures.HEADER_HEIGHT + 2 * panel + pictures.FOOTER_HEIGHT)
@@ -60,8 +62,10 @@ def test_the_demo_model_animates_a_photograph(pictures_module, tmp_path):
     pictures = pictures_module
     settings = pictures.DemoVideoSettings(seconds=0.2, steps=1)  # 5 frames, one clip
     sheet = Image.open(pictures.make_photo_picture(tmp_path, settings=settings, columns=2, scale=1))
-    assert sheet.size == (64 + 8 + 2 * 64, pictures.HEADER_HEIGHT + 64 + pictures.FOOTER_HEIGHT)
+    size = DemoBundle().size
+    assert sheet.size == (size + 8 + 2 * size, pictures.HEADER_HEIGHT + size + pictures.FOOTER_HEIGHT)
     # The model's input is the face, cropped from the photo: skin tones fill its middle, not the photo's backdrop.
-    crop = np.asarray(sheet.convert("RGB"), dtype=np.float32)[pictures.HEADER_HEIGHT + 24:pictures.HEADER_HEIGHT + 40, 24:40]
+    middle = slice(3 * size // 8, 5 * size // 8)
+    crop = np.asarray(sheet.convert("RGB"), dtype=np.float32)[pictures.HEADER_HEIGHT:][middle, middle]
     red, green, blue = crop[..., 0].mean(), crop[..., 1].mean(), crop[..., 2].mean()
     assert red > green > blue and red > 120

@@ -1,7 +1,7 @@
 """The embedded demo model: a small EmoCAST trained on synthetic talking faces.
 
 This is a SYNTHETIC DEMO MODEL, not the released EmoCAST weights. It animates procedurally drawn
-faces at 64 x 64 pixels, and exists so that `python -m emocast_core generate --demo` makes a real
+faces at 128 x 128 pixels, and exists so that `python -m emocast_core generate --demo` makes a real
 video on a fresh machine with nothing to download (see docs/demo-model.md).
 
 Everything the demo needs when it generates is here: `bundle.DemoBundle` finds the files in
