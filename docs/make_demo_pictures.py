@@ -1,19 +1,19 @@
 """Remake the pictures of the demo model shown at the top of README.md.
 
     python docs/make_demo_pictures.py                 # docs/images/demo_emotions.png and .gif
-    python docs/make_demo_pictures.py --steps 12      # quicker, at a lower quality
+    python docs/make_demo_pictures.py --steps 40      # DDIM 40 steps instead of the command's fast preset
     python docs/make_demo_pictures.py --photo         # docs/images/demo_photo.png: a photograph
 
 For each emotion this runs what `python -m emocast_core generate --demo --emotion ...` runs (the
-bundled portrait and speech, the demo model's resolution, clip length and seed, the same
-`generate_video` and MP4 writer) on the first seconds of the sample speech, reads the MP4's frames
-back and lays them out:
+bundled portrait and speech, the demo model's resolution, clip length, overlap, sampling preset and
+seed, the same `generate_video` and MP4 writer) on the first seconds of the sample speech, reads the
+MP4's frames back and lays them out:
 
 * a contact sheet: one row per emotion, columns = moments spread over the video;
 * an animated GIF with the emotions side by side (a small shared palette, so it stays small).
 
-The 64-pixel frames are enlarged by whole factors with nearest-neighbour resampling, so every
-pixel the model made stays visible as it is. This is documentation tooling, not part of the
+The frames are shown at the model's own size (or enlarged by whole factors with nearest-neighbour
+resampling), so every pixel the model made stays visible as it is. This is documentation tooling, not part of the
 runtime.
 """
 from __future__ import annotations
@@ -50,14 +50,30 @@ GIF_FRAME_STEP = 2  # every second video frame: 12.5 frames per second is smooth
 
 @dataclass(frozen=True)
 class DemoVideoSettings:
-    """How the pictured videos are made; `steps` is the only departure from the README command."""
+    """How the pictured videos are made: as the README command makes them (its `DEMO_SPEED` preset),
+    or with `steps` DDIM steps."""
 
-    seconds: float = 2.0  # of the sample speech, from its start
-    steps: int = 40  # DDIM steps per clip (`--speed upstream`; the default `fast` preset aims at the same picture)
+    seconds: float = 2.4  # of the sample speech, from its start
+    steps: int | None = None  # None: the command's sampling preset; a number: DDIM with that many steps
     seed: int = 42  # the command's default
     fps: int = 25
 
+    def generation(self, clip_length: int):
+        from emocast_core.generate import DEMO_OVERLAP, DEMO_SPEED
+        from emocast_core.pipeline import GenerationConfig, generation_config_from_preset
+
+        shared = dict(clip_length=clip_length, overlap=min(DEMO_OVERLAP, clip_length - 1), seed=self.seed)
+        if self.steps is None:
+            return generation_config_from_preset(DEMO_SPEED, **shared)
+        return GenerationConfig(num_inference_steps=self.steps, sampler="ddim", **shared)
+
     def describe(self) -> str:
+        from emocast_core.generate import DEMO_SPEED
+        from emocast_core.pipeline import SAMPLING_PRESETS
+
+        if self.steps is None:
+            preset = SAMPLING_PRESETS[DEMO_SPEED]
+            return f"the command's defaults ({preset.sampler} {preset.num_inference_steps} steps), seed {self.seed}"
         return f"DDIM {self.steps} steps, seed {self.seed}"
 
 
@@ -74,20 +90,18 @@ def write_speech_start(source: Path, seconds: float, out: Path) -> Path:
 
 def generate_emotion_videos(emotions, settings: DemoVideoSettings, work: Path, device: str = "cpu",
                             image=None) -> dict[str, np.ndarray]:
-    """emotion -> the (T, 64, 64, 3) uint8 frames of the demo command's video for that emotion;
+    """emotion -> the (T, S, S, 3) uint8 frames of the demo command's video for that emotion;
     `image` (a path or PIL image) replaces the sample portrait, as `--image` does."""
     from emocast_core.demo.bundle import DemoBundle, load_demo_models
     from emocast_core.demo.face import demo_face_analyzer
     from emocast_core.devices import pick_device
-    from emocast_core.generate import DEMO_OVERLAP, GenerateRequest, generate_video
-    from emocast_core.pipeline import GenerationConfig
+    from emocast_core.generate import GenerateRequest, generate_video
     from emocast_core.video import read_video_frames
 
     bundle = DemoBundle()
     speech = write_speech_start(bundle.speech, settings.seconds, work / "speech.wav")
     models = load_demo_models(bundle, device=pick_device(device), face_analyzer=demo_face_analyzer())
-    generation = GenerationConfig(num_inference_steps=settings.steps, clip_length=bundle.clip_length,
-                                  overlap=min(DEMO_OVERLAP, bundle.clip_length - 1), sampler="ddim", seed=settings.seed)
+    generation = settings.generation(bundle.clip_length)
     videos = {}
     for emotion in emotions:
         request = GenerateRequest(image=bundle.portrait if image is None else image, audio=speech,
@@ -97,7 +111,7 @@ def generate_emotion_videos(emotions, settings: DemoVideoSettings, work: Path, d
     return videos
 
 
-def model_input(image, size: int = 64) -> np.ndarray:
+def model_input(image, size: int) -> np.ndarray:
     """The (size, size, 3) uint8 crop of the picture file `image` that the demo model is given (its face
     found and framed)."""
     from emocast_core.demo.face import demo_face_analyzer
@@ -176,7 +190,7 @@ def photo_sheet(crop: np.ndarray, frames: np.ndarray, columns: int, scale: int, 
 
 
 def make_photo_picture(out_dir: Path = IMAGES, photo=None, emotion: str = "happy",
-                       settings: DemoVideoSettings = DemoVideoSettings(), columns: int = 5, scale: int = 2,
+                       settings: DemoVideoSettings = DemoVideoSettings(), columns: int = 5, scale: int = 1,
                        device: str = "cpu") -> Path:
     """What the demo model makes of the photograph `photo` (a path; default: scikit-image's
     astronaut, Eileen Collins, a public-domain NASA portrait, saved as a JPEG): `out_dir/demo_photo.png`."""
@@ -188,9 +202,11 @@ def make_photo_picture(out_dir: Path = IMAGES, photo=None, emotion: str = "happy
 
             photo = Path(work) / "astronaut.jpg"
             Image.fromarray(data.astronaut()).save(photo, quality=90)
-        crop = model_input(photo)
+        from emocast_core.demo.bundle import DemoBundle
+
+        crop = model_input(photo, DemoBundle().size)
         frames = generate_emotion_videos((emotion,), settings, Path(work), device, image=photo)[emotion]
-    note = f"photo, prompt {emotion}; 64 px shown x{scale}; {settings.describe()}"
+    note = f"photo, prompt {emotion}; {frames.shape[1]} px shown x{scale}; {settings.describe()}"
     sheet = photo_sheet(crop, frames, columns, scale, settings.fps, note)
     return _replace_atomically(lambda path: sheet.save(path, format="PNG", optimize=True), out_dir / PHOTO_NAME)
 
@@ -210,7 +226,7 @@ def _replace_atomically(write, path: Path) -> Path:
 
 
 def make_demo_pictures(out_dir: Path = IMAGES, emotions=DEFAULT_EMOTIONS, settings: DemoVideoSettings = DemoVideoSettings(),
-                       columns: int = 6, scale: int = 2, device: str = "cpu") -> tuple[Path, Path]:
+                       columns: int = 6, scale: int = 1, device: str = "cpu") -> tuple[Path, Path]:
     """Generate the demo videos and write the contact sheet and the GIF into `out_dir`; returns their paths."""
     if not emotions:
         raise ValueError("no emotions given: name at least one, e.g. happy")
@@ -220,7 +236,9 @@ def make_demo_pictures(out_dir: Path = IMAGES, emotions=DEFAULT_EMOTIONS, settin
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as work:
         videos = generate_emotion_videos(emotions, settings, Path(work), device)
-    note = f"EmoCAST synthetic demo model, 64 px shown x{scale} (nearest neighbour); {settings.describe()}"
+    size = next(iter(videos.values())).shape[1]
+    shown = "actual size" if scale == 1 else f"shown x{scale} (nearest neighbour)"
+    note = f"EmoCAST synthetic demo model, {size} px {shown}; {settings.describe()}"
     sheet = contact_sheet(videos, columns, scale, settings.fps, note)
     sheet_path = _replace_atomically(lambda path: sheet.save(path, format="PNG", optimize=True), out_dir / SHEET_NAME)
     gif_frames = side_by_side_frames(videos, scale)
@@ -233,9 +251,9 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, default=IMAGES, help="folder for the pictures")
     parser.add_argument("--emotions", nargs="+", default=list(DEFAULT_EMOTIONS), help="one row / panel each")
     parser.add_argument("--seconds", type=float, default=DemoVideoSettings.seconds, help="of the sample speech")
-    parser.add_argument("--steps", type=int, default=DemoVideoSettings.steps, help="DDIM steps per clip")
+    parser.add_argument("--steps", type=int, default=None, help="DDIM steps per clip (default: the command's own sampling)")
     parser.add_argument("--columns", type=int, default=6, help="frames per row of the contact sheet")
-    parser.add_argument("--scale", type=int, default=2, help="nearest-neighbour enlargement")
+    parser.add_argument("--scale", type=int, default=1, help="nearest-neighbour enlargement")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--photo", action="store_true",
                         help="make docs/images/demo_photo.png instead: the demo model on a photograph (scikit-image's astronaut)")
