@@ -114,11 +114,10 @@ def generate_emotion_videos(emotions, settings: DemoVideoSettings, work: Path, d
 def model_input(image, size: int) -> np.ndarray:
     """The (size, size, 3) uint8 crop of the picture file `image` that the demo model is given (its face
     found and framed)."""
-    from emocast_core.demo.face import demo_face_analyzer
-    from emocast_core.validation import find_face, read_image_file
+    from emocast_core.validation import read_image_file
+    from emocast_research.synthetic.demo_check import model_crop
 
-    pixels = find_face(read_image_file(image), demo_face_analyzer(), size=size).pixel_values[0]  # (3, size, size) in [-1, 1]
-    return ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    return model_crop(read_image_file(image), size)
 
 
 def _font(size: int = 11):

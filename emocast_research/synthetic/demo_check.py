@@ -35,12 +35,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import wave
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from emocast_core.conditioning.audio_decode import load_audio
 from emocast_core.demo.bundle import DemoBundle
 from emocast_core.demo.drawn_faces import SyntheticRecognizer
 from emocast_core.demo.face import demo_face_analyzer
@@ -107,22 +107,16 @@ def upside_down_frames(frames: np.ndarray, reference: np.ndarray) -> list[int]:
 
 
 def model_crop(image: np.ndarray, size: int) -> np.ndarray:
-    """(size, size, 3) uint8: a drawn portrait as the demo command frames it."""
+    """(size, size, 3) uint8: a portrait (drawn or a photograph) as the demo command frames it."""
     pixels = find_face(image, demo_face_analyzer(), size=size).pixel_values[0]
     return ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
-
-
-def read_wav(path: Path) -> tuple[np.ndarray, int]:
-    with wave.open(str(path)) as reader:
-        rate, data = reader.getframerate(), reader.readframes(reader.getnframes())
-    return np.frombuffer(data, dtype=np.int16).astype(np.float32) / 32768.0, rate
 
 
 def check_demo(work: Path | None = None, emotions=EMOTIONS, frame_reader=None, audio: Path | None = None,
                extra_args=()) -> dict:
     """Run and measure the README command per emotion; `work` (a learning-benchmark folder) adds the
     identity test against its held-out people and receives eval/demo_check.json. `audio` (a 16-bit
-    WAV) replaces the sample speech and `extra_args` are added to the command (the tests use both to
+    speech file) replaces the sample speech and `extra_args` are added to the command (the tests use both to
     stay short; the reported figures use neither)."""
     bundle = DemoBundle()
     manifest = bundle.manifest()
@@ -131,7 +125,8 @@ def check_demo(work: Path | None = None, emotions=EMOTIONS, frame_reader=None, a
     overlap = max(0, min(DEMO_OVERLAP, clip_length - 1))
     if audio is not None:
         extra_args = ("--audio", str(audio), *extra_args)
-    speech, rate = read_wav(audio or bundle.speech)
+    decoded = load_audio(audio or bundle.speech)  # what the command hears, at wav2vec's 16 kHz
+    speech, rate = decoded.waveform, decoded.sample_rate
     reference = model_crop(read_image_file(bundle.portrait), bundle.size)
     recognizer, analyzer = SyntheticRecognizer(), demo_face_analyzer()
 

@@ -158,6 +158,38 @@ def reconstruction_weight(batch: torch.Tensor) -> torch.Tensor:
     return 1.0 + 4.0 * face.float() + 8.0 * feature.float()
 
 
+def _pixels(frames: np.ndarray) -> torch.Tensor:
+    """(N, S, S, 3) uint8 -> (N, 3, S, S) float32 in [-1, 1]."""
+    return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+@torch.no_grad()
+def _latent_means(vae, pixels: torch.Tensor) -> torch.Tensor:
+    return torch.cat([vae.encode(chunk).latent_dist.mean for chunk in pixels.split(64)])
+
+
+def _weighted_error(reconstruction: torch.Tensor, batch: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    error = reconstruction - batch
+    return (weight * (error.abs() + error**2)).mean()
+
+
+def _train_for(seconds: float, parameters, learning_rate: float, batch_loss, count: int, batch_size: int,
+               generator: torch.Generator, log, label: str) -> int:
+    """AdamW steps on `batch_loss(index)` (random batches of `count` items) for about `seconds`;
+    returns the number of steps."""
+    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.0)
+    started, step = time.time(), 0
+    while time.time() - started < seconds:
+        loss = batch_loss(torch.randint(0, count, (batch_size,), generator=generator))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        if step % 50 == 0:
+            log(f"{label} step {step} loss {loss.item():.4f}")
+    return step
+
+
 def train_tiny_vae(frames: np.ndarray, seconds: float, seed: int = 0, batch_size: int = 16, log=print, vae=None,
                    learning_rate: float = 3e-3):
     """Train `make_tiny_vae()` on (N, S, S, 3) uint8 frames for about `seconds`.
@@ -170,28 +202,18 @@ def train_tiny_vae(frames: np.ndarray, seconds: float, seed: int = 0, batch_size
     torch.manual_seed(seed)
     vae = vae if vae is not None else make_tiny_vae(frames.shape[1])
     vae.train().requires_grad_(True)
-    data = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=learning_rate, weight_decay=0.0)
+    data = _pixels(frames)
     generator = torch.Generator().manual_seed(seed)
-    started, step = time.time(), 0
-    while time.time() - started < seconds:
-        index = torch.randint(0, data.shape[0], (batch_size,), generator=generator)
+
+    def batch_loss(index):
         batch = data[index]
         posterior = vae.encode(batch).latent_dist
         reconstruction = vae.decode(posterior.sample(generator)).sample
-        weight = reconstruction_weight(batch)
-        error = reconstruction - batch
-        loss = (weight * (error.abs() + error**2)).mean() + 1e-6 * posterior.kl().mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        step += 1
-        if step % 50 == 0:
-            log(f"vae step {step} loss {loss.item():.4f}")
+        return _weighted_error(reconstruction, batch, reconstruction_weight(batch)) + 1e-6 * posterior.kl().mean()
+
+    step = _train_for(seconds, vae.parameters(), learning_rate, batch_loss, len(data), batch_size, generator, log, "vae")
     vae.eval().requires_grad_(False)
-    with torch.no_grad():
-        latents = torch.cat([vae.encode(chunk).latent_dist.mean for chunk in data[:512].split(64)])
-    vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
+    vae.register_to_config(scaling_factor=float(1.0 / _latent_means(vae, data[:512]).std()))
     return vae, step
 
 
@@ -205,28 +227,19 @@ def refine_decoder(vae, frames: np.ndarray, seconds: float, seed: int = 0, batch
     """
     torch.manual_seed(seed)
     vae.eval().requires_grad_(False)
-    data = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    with torch.no_grad():
-        latents = torch.cat([vae.encode(chunk).latent_dist.mean for chunk in data.split(64)])
+    data = _pixels(frames)
+    latents = _latent_means(vae, data)
     decoder = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
     for parameter in decoder:
         parameter.requires_grad_(True)
     vae.decoder.train()
-    optimizer = torch.optim.AdamW(decoder, lr=learning_rate, weight_decay=0.0)
-    generator = torch.Generator().manual_seed(seed)
-    started, step = time.time(), 0
-    while time.time() - started < seconds:
-        index = torch.randint(0, data.shape[0], (batch_size,), generator=generator)
+
+    def batch_loss(index):
         batch = data[index]
-        reconstruction = vae.decode(latents[index]).sample
         weight = reconstruction_weight(batch).clamp(min=background_weight)
-        error = reconstruction - batch
-        loss = (weight * (error.abs() + error**2)).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        step += 1
-        if step % 50 == 0:
-            log(f"decoder step {step} loss {loss.item():.4f}")
+        return _weighted_error(vae.decode(latents[index]).sample, batch, weight)
+
+    step = _train_for(seconds, decoder, learning_rate, batch_loss, len(data), batch_size,
+                      torch.Generator().manual_seed(seed), log, "decoder")
     vae.eval().requires_grad_(False)
     return vae, step
