@@ -7,7 +7,13 @@ import wave
 import numpy as np
 import pytest
 
-from emocast_research.synthetic.demo_check import colour_drift, upside_down_frames
+from emocast_research.synthetic.demo_check import (
+    PAUSES,
+    change_from,
+    colour_drift,
+    silent_frames,
+    upside_down_frames,
+)
 
 
 def _portrait(size: int = 64) -> np.ndarray:
@@ -59,3 +65,17 @@ def test_the_check_runs_the_demo_command_and_writes_its_report(tmp_path):
     assert 0 <= video["identity_colour_error"] < 1 and video["seam_ratio"] >= 0
     assert json.loads((tmp_path / "eval" / "demo_check.json").read_text()) == report
     assert (tmp_path / "eval" / "demo_videos" / "happy.mp4").is_file()  # kept for a person to look at
+    silence = report["silence"]  # the same speech with digital silence before, inside and after it
+    assert silence["frames"] == 20 + round(25 * sum(PAUSES.values())) and silence["silent_frames"] >= 25 * 1.6
+    assert silence["silence_change_ratio"] > 0 and (tmp_path / "eval" / "demo_videos" / "silences.mp4").is_file()
+
+
+def test_silent_frames_are_those_whose_sound_is_all_zeros():
+    rate, fps = 16000, 25
+    sound = np.full(rate, 0.1, dtype=np.float32)
+    sound[:1280] = 0  # two frames of silence
+    sound[3200:3300] = 0  # a gap inside frame 5 is not a silent frame
+    silent = silent_frames(sound, rate, fps, 25)
+    assert silent.tolist() == [True, True] + [False] * 23
+    reference = np.zeros((4, 4, 3), dtype=np.uint8)
+    assert change_from(np.stack([reference, reference + 10]), reference).tolist() == [0.0, 10.0]

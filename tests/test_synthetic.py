@@ -140,6 +140,39 @@ def test_corpus_has_videos_labels_captions_and_ground_truth(tmp_path):
     assert {label["emotion"] for label in labels} <= set(EMOTIONS)
 
 
+def test_silences_are_exact_zeros_where_asked_and_close_the_mouth():
+    from emocast_research.synthetic.speech import SAMPLE_RATE, insert_silences
+
+    # A "sentence" of two loud words with a quiet gap at 60 % of its length.
+    time = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    speech = (0.5 * np.sin(2 * np.pi * 220 * time + 0.5)).astype(np.float32)  # no sample exactly 0
+    speech[int(0.58 * SAMPLE_RATE): int(0.64 * SAMPLE_RATE)] *= 0.001
+    padded = insert_silences(speech, lead=0.2, tail=0.4, pause=0.3)
+    assert padded.dtype == np.float32 and len(padded) == SAMPLE_RATE + round(0.9 * SAMPLE_RATE)
+    assert not padded[: int(0.2 * SAMPLE_RATE)].any() and not padded[-int(0.4 * SAMPLE_RATE):].any()
+    zeros = np.flatnonzero(padded[int(0.2 * SAMPLE_RATE): -int(0.4 * SAMPLE_RATE)] == 0)
+    assert len(zeros) == round(0.3 * SAMPLE_RATE)  # the pause is one block, inside the quiet gap
+    assert 0.58 * SAMPLE_RATE <= zeros[0] and zeros[-1] - zeros[0] == len(zeros) - 1
+    openings = mouth_openings(padded, 47)
+    assert openings[:4].max() == 0 and openings[-8:].max() == 0 and openings[10:14].min() > 0.5
+    assert np.array_equal(insert_silences(speech), speech)
+
+
+def test_training_plans_draw_silences_and_held_out_plans_do_not():
+    from emocast_research.synthetic.corpus import plan_clips
+    from emocast_research.synthetic.speech import TRAIN_SENTENCES
+
+    speakers = [f"S{i}" for i in range(20)]
+    plain = plan_clips(speakers, 5, TRAIN_SENTENCES, np.random.default_rng(4))
+    assert all(spec.lead_silence == spec.tail_silence == spec.inner_pause == 0 for spec in plain)
+    planned = plan_clips(speakers, 5, TRAIN_SENTENCES, np.random.default_rng(4), silences=True)
+    assert planned == plan_clips(speakers, 5, TRAIN_SENTENCES, np.random.default_rng(4), silences=True)
+    for field, low, high in (("lead_silence", 0.04, 0.6), ("tail_silence", 0.04, 1.2), ("inner_pause", 0.2, 0.7)):
+        values = np.array([getattr(spec, field) for spec in planned])
+        assert 0.3 < (values > 0).mean() < 0.7  # about half the clips
+        assert values[values > 0].min() >= low and values.max() <= high
+
+
 def test_minilm_encoder_gives_clip_shaped_tokens():
     pytest.importorskip("transformers")
     from emocast_core.demo.text_encoder import (

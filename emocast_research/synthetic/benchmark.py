@@ -131,7 +131,7 @@ class LearningBenchmark:
         held_names = [f"H{i:03d}" for i in range(preset.held_out_speakers)]
         identities = sample_identities(names + held_names, rng)
         if not (self.train_corpus / "clips.jsonl").is_file():
-            specs = plan_clips(names, preset.clips_per_speaker, TRAIN_SENTENCES, rng)
+            specs = plan_clips(names, preset.clips_per_speaker, TRAIN_SENTENCES, rng, silences=True)
             write_corpus(self.train_corpus, {n: identities[n] for n in names}, specs, SIZE)
         if not (self.held_out_corpus / "clips.jsonl").is_file():
             specs = plan_clips(held_names, preset.held_out_clips_per_speaker, HELD_OUT_SENTENCES,

@@ -18,7 +18,7 @@ from emocast_core.video import write_video
 
 from .captions import LEVEL_INTENSITY, describe
 from .faces import EMOTIONS, FaceState, Identity, head_motion, render_face
-from .speech import SAMPLE_RATE, VOICES, mouth_openings, speak
+from .speech import SAMPLE_RATE, VOICES, insert_silences, mouth_openings, speak
 
 FPS = 25
 
@@ -36,6 +36,12 @@ class ClipSpec:
     level: int
     caption: str
     seed: int
+    # Digital silence (exact zeros) added to the spoken sentence, in seconds: before it, after it, and
+    # once between two words. Real recordings and the padding of a video's last clip have such
+    # stretches; a model that never saw one breaks the face up while it lasts.
+    lead_silence: float = 0.0
+    tail_silence: float = 0.0
+    inner_pause: float = 0.0
 
     @property
     def relative_path(self) -> str:
@@ -51,9 +57,11 @@ class RenderedClip:
 
 
 def render_clip(identity: Identity, spec: ClipSpec, size: int, waveform: np.ndarray | None = None) -> RenderedClip:
-    """Frames of `identity` saying `spec.sentence` (or `waveform`) with the spec's emotion."""
+    """Frames of `identity` saying `spec.sentence` (or `waveform`, taken as it is: the clip's final
+    sound, silences included) with the spec's emotion."""
     if waveform is None:
-        waveform = speak(spec.sentence, spec.voice, spec.speed)
+        waveform = insert_silences(speak(spec.sentence, spec.voice, spec.speed), spec.lead_silence,
+                                   spec.tail_silence, spec.inner_pause)
     num_frames = int(len(waveform) / SAMPLE_RATE * FPS)
     openings = mouth_openings(waveform, num_frames, FPS)
     motion = head_motion(num_frames, np.random.default_rng(spec.seed), FPS)
@@ -64,8 +72,12 @@ def render_clip(identity: Identity, spec: ClipSpec, size: int, waveform: np.ndar
 
 
 def plan_clips(speakers: Sequence[str], clips_per_speaker: int, sentences: Sequence[str], rng: np.random.Generator,
-               templates=None) -> list[ClipSpec]:
-    """Clips spread evenly over the emotions (and levels), with random sentences and voices."""
+               templates=None, silences: bool = False) -> list[ClipSpec]:
+    """Clips spread evenly over the emotions (and levels), with random sentences and voices.
+
+    `silences`: half the clips start with up to 0.6 s of digital silence, half end with up to 1.2 s,
+    half have a pause of 0.2-0.7 s between two words (independently).
+    """
     specs = []
     for speaker in speakers:
         order = rng.permutation(len(EMOTIONS) * 3)
@@ -78,6 +90,11 @@ def plan_clips(speakers: Sequence[str], clips_per_speaker: int, sentences: Seque
                 voice=str(rng.choice(VOICES)), speed=int(rng.integers(140, 190)), emotion=emotion, level=level,
                 caption=caption, seed=int(rng.integers(2**31)),
             ))
+            if silences:
+                lead, tail, pause = rng.uniform(size=3) < 0.5
+                specs[-1].lead_silence = round(float(rng.uniform(0.04, 0.6)), 2) if lead else 0.0
+                specs[-1].tail_silence = round(float(rng.uniform(0.04, 1.2)), 2) if tail else 0.0
+                specs[-1].inner_pause = round(float(rng.uniform(0.2, 0.7)), 2) if pause else 0.0
     return specs
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ from diffusers import AutoencoderKL
 from PIL import Image
 
 from emocast_core.checkpoint import convert_checkpoint
+from emocast_core.video import write_wav
 
 from .corpus import identity_from_dict
 from .faces import portrait_of
@@ -50,11 +50,7 @@ def write_bundle(bench, out: Path, metrics: dict | None = None) -> Path:
     first = json.loads((bench.held_out_corpus / "clips.jsonl").read_text().splitlines()[0])
     Image.fromarray(portrait_of(identity_from_dict(first["identity"]), PORTRAIT_SIZE)).save(out / "portrait.png")
     waveform = speak(DEMO_SENTENCE, "en-us", 150)
-    with wave.open(str(out / "speech.wav"), "wb") as handle:
-        handle.setnchannels(1)
-        handle.setsampwidth(2)
-        handle.setframerate(SAMPLE_RATE)
-        handle.writeframes(np.clip(np.round(waveform * 32767), -32768, 32767).astype(np.int16).tobytes())
+    write_wav(out / "speech.wav", waveform[None], SAMPLE_RATE)
 
     if metrics is None and (bench.work / "eval" / "metrics.json").is_file():
         metrics = json.loads((bench.work / "eval" / "metrics.json").read_text())

@@ -22,7 +22,11 @@ clip length, overlap, threads), times it, reads the MP4 back and measures:
   against the portrait's: the mean error, and how often the sample person is the closest among the
   run's held-out people;
 * emotion: the learning benchmark's frame reader (saved by the evaluate step) on every frame: the share
-  of frames read as the prompt's emotion and the emotion read most often.
+  of frames read as the prompt's emotion and the emotion read most often;
+* silence: the command once more on the sample speech with digital silence added before it, between
+  two words and after it (`PAUSES`): how far the frames during silence move from the portrait compared
+  with the frames during speech (`silence_change_ratio`, about 1 or below: the face holds; a face that
+  breaks up while the sound is silent scores well above 1), and how open the mouth is then.
 
 The numbers go to ``eval/demo_check.json`` and into docs/demo-model.md.
 """
@@ -46,13 +50,18 @@ from emocast_core.demo.drawn_faces import SyntheticRecognizer
 from emocast_core.demo.face import demo_face_analyzer
 from emocast_core.generate import DEMO_OVERLAP
 from emocast_core.validation import find_face, read_image_file
-from emocast_core.video import read_video_frames
+from emocast_core.video import read_video_frames, write_wav
 
 from ..evaluation.temporal import mouth_audio_correlation, seam_ratio
 from .corpus import identity_from_dict
 from .faces import EMOTIONS, portrait_of
+from .speech import insert_silences, mouth_openings
 
 PROMPT_FORM = "A person is talking with {} emotion."  # the README command's wording
+# Seconds of digital silence added to the sample speech for the silence run: before it, between two
+# words, after it (a recording's lead-in, a pause, the end of the last clip).
+PAUSES = {"lead": 0.4, "pause": 0.5, "tail": 0.8}
+PAUSE_EMOTION = "happy"
 
 
 def run_demo_command(emotion: str, out: Path, extra_args=()) -> dict:
@@ -106,6 +115,43 @@ def upside_down_frames(frames: np.ndarray, reference: np.ndarray) -> list[int]:
     return flagged
 
 
+def silent_frames(waveform: np.ndarray, rate: int, fps: float, num_frames: int) -> np.ndarray:
+    """(num_frames,) bool: the frames whose stretch of sound ([i / fps, (i + 1) / fps)) is all zeros."""
+    hop = rate / fps
+    silent = np.zeros(num_frames, dtype=bool)
+    for index in range(num_frames):
+        window = waveform[round(index * hop): round((index + 1) * hop)]
+        silent[index] = window.size > 0 and not np.any(window)
+    return silent
+
+
+def change_from(frames: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """(T,) mean absolute difference (0-255) of each frame from the reference picture."""
+    return np.abs(frames.astype(np.float32) - reference.astype(np.float32)[None]).mean(axis=(1, 2, 3))
+
+
+def check_silence(out: Path, speech: np.ndarray, rate: int, fps: float, reference: np.ndarray, extra_args=()) -> dict:
+    """The demo command on `speech` with `PAUSES` of digital silence added; how the face holds during them."""
+    padded = insert_silences(speech, PAUSES["lead"], PAUSES["tail"], PAUSES["pause"], sample_rate=rate)
+    sound = out.with_suffix(".wav")
+    write_wav(sound, padded[None], rate)
+    timing = run_demo_command(PAUSE_EMOTION, out, ("--audio", str(sound), *extra_args))
+    frames = read_video_frames(out)
+    silent = silent_frames(padded, rate, fps, len(frames))
+    change = change_from(frames, reference)
+    openings = mouth_openings(padded, len(frames), fps, rate)  # the speech's own loudness, 0 when silent
+    speaking = ~silent & (openings > 0)
+    ratio = float(change[silent].mean() / max(change[speaking].mean(), 1e-6)) if silent.any() and speaking.any() else None
+    return {
+        **timing, "emotion": PAUSE_EMOTION, "pauses_seconds": PAUSES, "frames": len(frames),
+        "silent_frames": int(silent.sum()),
+        "change_silent": round(float(change[silent].mean()), 2) if silent.any() else None,
+        "change_speaking": round(float(change[speaking].mean()), 2) if speaking.any() else None,
+        "silence_change_ratio": None if ratio is None else round(ratio, 3),
+        "upside_down_frames_in_silence": [index for index in upside_down_frames(frames, reference) if silent[index]],
+    }
+
+
 def model_crop(image: np.ndarray, size: int) -> np.ndarray:
     """(size, size, 3) uint8: a portrait (drawn or a photograph) as the demo command frames it."""
     pixels = find_face(image, demo_face_analyzer(), size=size).pixel_values[0]
@@ -123,8 +169,7 @@ def check_demo(work: Path | None = None, emotions=EMOTIONS, frame_reader=None, a
     fps = manifest["generation"]["fps"]
     clip_length = bundle.clip_length
     overlap = max(0, min(DEMO_OVERLAP, clip_length - 1))
-    if audio is not None:
-        extra_args = ("--audio", str(audio), *extra_args)
+    audio_args = ("--audio", str(audio)) if audio is not None else ()
     decoded = load_audio(audio or bundle.speech)  # what the command hears, at wav2vec's 16 kHz
     speech, rate = decoded.waveform, decoded.sample_rate
     reference = model_crop(read_image_file(bundle.portrait), bundle.size)
@@ -152,7 +197,7 @@ def check_demo(work: Path | None = None, emotions=EMOTIONS, frame_reader=None, a
         videos.mkdir(parents=True, exist_ok=True)
         for emotion in emotions:
             out = videos / f"{emotion}.mp4"
-            timing = run_demo_command(emotion, out, extra_args)
+            timing = run_demo_command(emotion, out, (*audio_args, *extra_args))
             frames = read_video_frames(out)
             colours = [attributes(frame) for frame in frames]
             errors = [float(np.abs(colour - people["sample"]).mean()) for colour in colours]
@@ -173,9 +218,10 @@ def check_demo(work: Path | None = None, emotions=EMOTIONS, frame_reader=None, a
                 result["emotion_read_share"] = round(float((read == EMOTIONS.index(emotion)).mean()), 3)
                 result["emotion_read_most"] = EMOTIONS[int(np.bincount(read, minlength=len(EMOTIONS)).argmax())]
             results[emotion] = result
+        silence = check_silence(videos / "silences.mp4", speech, rate, fps, reference, extra_args)
     report = {"settings": {"clip_length": clip_length, "overlap": overlap, "size": bundle.size,
-                           "people_compared": len(people), "extra_args": list(extra_args)},
-              "videos": results}
+                           "people_compared": len(people), "extra_args": [*audio_args, *extra_args]},
+              "videos": results, "silence": silence}
     if work is not None:
         (Path(work) / "eval").mkdir(parents=True, exist_ok=True)
         (Path(work) / "eval" / "demo_check.json").write_text(json.dumps(report, indent=2) + "\n")

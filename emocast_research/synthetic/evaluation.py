@@ -348,7 +348,7 @@ def _top_of_face(analyzer, frame: np.ndarray):
 
 
 def _spec_from_row(row: dict):
-    return ClipSpec(**{key: row[key] for key in ClipSpec.__dataclass_fields__})
+    return ClipSpec(**{key: row[key] for key in ClipSpec.__dataclass_fields__ if key in row})
 
 
 def load_run_models(bench) -> DemoModels:

@@ -86,13 +86,15 @@ class EmotionShape:
     eye_open: float = 0.0  # relative change of the eye height
 
 
-# Deformations are bold on purpose: the frames are 64 pixels and pass through a small VAE, so a
-# subtle brow tilt would not survive to the frame the metrics read.
+# Deformations are bold on purpose: the frames are small and pass through a small VAE, so a subtle
+# brow tilt would not survive to the frame the metrics read. Angry also widens the mouth and pulls
+# its corners down: drawn with its brows alone (and a slight mouth change) the 128 px model
+# rendered it as neutral.
 EMOTION_SHAPES = {
     "neutral": EmotionShape(),
     "happy": EmotionShape(corner_lift=0.26, mouth_width=0.38, brow_raise=0.06, eye_open=-0.45),
     "sad": EmotionShape(corner_lift=-0.22, mouth_width=-0.18, brow_inner=0.26, eye_open=-0.40),
-    "angry": EmotionShape(corner_lift=-0.08, mouth_width=0.10, brow_raise=-0.10, brow_inner=-0.30, eye_open=-0.35),
+    "angry": EmotionShape(corner_lift=-0.15, mouth_width=0.24, brow_raise=-0.12, brow_inner=-0.40, eye_open=-0.35),
     "surprised": EmotionShape(mouth_width=-0.35, base_opening=0.45, brow_raise=0.26, eye_open=0.80),
 }
 
