@@ -66,7 +66,7 @@ class BenchmarkPreset:
 PRESETS = {
     "full": BenchmarkPreset(
         train_speakers=32, held_out_speakers=6, clips_per_speaker=5, held_out_clips_per_speaker=4,
-        vae_seconds=1320, vae_frames=8000, grown_vae_seconds=840, decoder_seconds=600, train_steps=3000, batch_size=4, num_frames=8, learning_rate=8e-4,
+        vae_seconds=1320, vae_frames=8000, grown_vae_seconds=1200, decoder_seconds=600, train_steps=3000, batch_size=4, num_frames=8, learning_rate=8e-4,
         checkpoint_every=250, eval_steps=12, eval_clips=8,
     ),
     # The regression test: a few minutes of CPU at most.
