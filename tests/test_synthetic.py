@@ -264,3 +264,34 @@ def test_refining_the_decoder_leaves_the_latent_space_alone():
     changed = {key for key in before if not torch.equal(before[key], after[key])}
     # Every weight the encoder path uses (encoder, quant_conv) is untouched; the decoder's moved.
     assert steps >= 1 and changed and all(key.startswith(("decoder.", "post_quant_conv.")) for key in changed)
+
+
+def test_reconstruction_errors_show_a_hue_shift_in_one_background_channel():
+    from types import SimpleNamespace
+
+    import torch
+
+    from emocast_research.synthetic.models import reconstruction_errors
+
+    class ShiftingVAE:
+        """Encodes to the pixels themselves; decodes with `shift` added to the green channel."""
+
+        def __init__(self, shift: float):
+            self.shift = shift
+
+        def eval(self):
+            return self
+
+        def encode(self, pixels):
+            return SimpleNamespace(latent_dist=SimpleNamespace(mean=pixels))
+
+        def decode(self, latents):
+            return SimpleNamespace(sample=latents + torch.tensor([0.0, self.shift, 0.0])[None, :, None, None])
+
+    person = identity(3)
+    frames = np.stack([render_face(person, FaceState(opening), 64) for opening in (0.0, 0.5, 1.0)])
+    exact = reconstruction_errors(ShiftingVAE(0.0), frames)
+    assert exact["frames"] == 3 and exact["size"] == 64 and exact["all"] < 0.5 and exact["background_max"] < 0.5
+    shifted = reconstruction_errors(ShiftingVAE(0.4), frames)  # +51 of 255 in green, clamped at white
+    red, green, blue = shifted["background_rgb"]
+    assert red < 0.5 and blue < 0.5 and 0 < green <= 51.1 and shifted["background_max"] == green

@@ -11,7 +11,10 @@ Steps (each one skipped when its output exists, so an interrupted run continues)
   evaluate lip sync, emotion and identity metrics on held-out material -> eval/metrics.json
   bundle   the demo bundle (fp16 net, VAE, wav2vec2, sample portrait and speech)
   check    the README's demo command per emotion on the installed bundle: time, seams, colour drift,
-           upside-down frames, identity, emotion read -> eval/demo_check.json (not in the default steps)
+           upside-down frames, identity, emotion read, silences -> eval/demo_check.json (not in the
+           default steps)
+  vae_report  reconstruction errors of the run's VAEs on frames none trained on -> eval/vae_report.json
+           (not in the default steps)
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import time
 from pathlib import Path
 
 STEPS = ("corpus", "vae", "dataset", "train", "decoder", "evaluate", "bundle")
-EXTRA_STEPS = ("check",)
+EXTRA_STEPS = ("check", "vae_report")
 PRESET_NAMES = ("full", "test")  # `benchmark.PRESETS`, named here so that --help needs no torch
 logger = logging.getLogger(__name__)
 
@@ -76,6 +79,6 @@ def run_demo_model(args: argparse.Namespace) -> int:
         started = time.time()
         result = run.bundle(args.bundle_out or ASSETS) if step == "bundle" else getattr(run, step)()
         logger.info("%s done in %.0f s", step, time.time() - started)
-        if step in ("evaluate", "check"):
+        if step in ("evaluate", "check", "vae_report"):
             print(json.dumps(result, indent=2))
     return 0

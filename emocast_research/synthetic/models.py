@@ -163,6 +163,30 @@ def reconstruction_weight(batch: torch.Tensor) -> torch.Tensor:
     return 1.0 + 4.0 * face.float() + 8.0 * feature.float()
 
 
+@torch.no_grad()
+def reconstruction_errors(vae, frames: np.ndarray) -> dict:
+    """How an encode-decode (posterior means) changes (N, S, S, 3) uint8 frames, in 0-255 units:
+    `all` (mean absolute error), `face_centre` (the middle quarter of the side: eyes, nose, mouth),
+    `background_rgb` (per channel, the top-left corner patch's mean colour: a hue shift shows here
+    as one channel's error) and `background_max` (the largest of the three)."""
+    vae.eval()
+    pixels = _pixels(frames)
+    decoded = torch.cat([vae.decode(vae.encode(chunk).latent_dist.mean).sample for chunk in pixels.split(16)])
+    out = ((decoded.clamp(-1, 1) + 1) * 127.5).permute(0, 2, 3, 1).double().numpy()
+    truth = frames.astype(np.float64)
+    size = frames.shape[1]
+    corner, half = max(2, size // 32), size // 8
+    centre = slice(size // 2 - half, size // 2 + half)
+    background = np.abs(truth[:, :corner, :corner].mean(axis=(1, 2)) - out[:, :corner, :corner].mean(axis=(1, 2))).mean(axis=0)
+    return {
+        "frames": len(frames), "size": size,
+        "all": round(float(np.abs(truth - out).mean()), 2),
+        "face_centre": round(float(np.abs(truth[:, centre, centre] - out[:, centre, centre]).mean()), 2),
+        "background_rgb": [round(float(value), 2) for value in background],
+        "background_max": round(float(background.max()), 2),
+    }
+
+
 def _pixels(frames: np.ndarray) -> torch.Tensor:
     """(N, S, S, 3) uint8 -> (N, 3, S, S) float32 in [-1, 1]."""
     return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0
