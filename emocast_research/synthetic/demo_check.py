@@ -55,7 +55,7 @@ from emocast_core.video import read_video_frames, write_wav
 from ..evaluation.temporal import mouth_audio_correlation, seam_ratio
 from .corpus import identity_from_dict
 from .faces import EMOTIONS, portrait_of
-from .speech import insert_silences, mouth_openings
+from .speech import frame_windows, insert_silences, mouth_openings
 
 PROMPT_FORM = "A person is talking with {} emotion."  # the README command's wording
 # Seconds of digital silence added to the sample speech for the silence run: before it, between two
@@ -117,12 +117,8 @@ def upside_down_frames(frames: np.ndarray, reference: np.ndarray) -> list[int]:
 
 def silent_frames(waveform: np.ndarray, rate: int, fps: float, num_frames: int) -> np.ndarray:
     """(num_frames,) bool: the frames whose stretch of sound ([i / fps, (i + 1) / fps)) is all zeros."""
-    hop = rate / fps
-    silent = np.zeros(num_frames, dtype=bool)
-    for index in range(num_frames):
-        window = waveform[round(index * hop): round((index + 1) * hop)]
-        silent[index] = window.size > 0 and not np.any(window)
-    return silent
+    return np.array([window.size > 0 and not np.any(window) for window in frame_windows(waveform, num_frames, fps, rate)],
+                    dtype=bool)
 
 
 def change_from(frames: np.ndarray, reference: np.ndarray) -> np.ndarray:

@@ -75,16 +75,19 @@ def speak(text: str, voice: str = "en-us", speed: int = 160, pitch: int = 50) ->
     return _trim_silence(waveform)
 
 
+def frame_windows(waveform: np.ndarray, num_frames: int, fps: float = 25.0, sample_rate: int = SAMPLE_RATE) -> list[np.ndarray]:
+    """The samples of each video frame: frame i covers [i / fps, (i + 1) / fps) (empty past the end)."""
+    hop = sample_rate / fps
+    return [waveform[round(index * hop): round((index + 1) * hop)] for index in range(num_frames)]
+
+
 def mouth_openings(waveform: np.ndarray, num_frames: int, fps: float = 25.0, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """(num_frames,) mouth opening in [0, 1]: RMS loudness per frame window, in dB above a floor.
 
     Frame i covers the samples of [i / fps, (i + 1) / fps), as the model's audio features do.
     """
-    hop = sample_rate / fps
-    levels = np.zeros(num_frames, dtype=np.float64)
-    for index in range(num_frames):
-        window = waveform[round(index * hop): round((index + 1) * hop)]
-        levels[index] = np.sqrt(np.mean(window.astype(np.float64) ** 2)) if window.size else 0.0
+    levels = np.array([np.sqrt(np.mean(window.astype(np.float64) ** 2)) if window.size else 0.0
+                       for window in frame_windows(waveform, num_frames, fps, sample_rate)], dtype=np.float64)
     peak = max(levels.max(), 1e-6)
     decibels = 20 * np.log10(np.maximum(levels / peak, 1e-4))
     # -30 dB below the loudest frame counts as closed; loud vowels open fully.
