@@ -230,9 +230,7 @@ def test_a_grown_vae_keeps_the_small_ones_levels_inside():
 
     torch.manual_seed(0)
     small = make_tiny_vae(64)
-    start = make_tiny_vae(128)
-    start_state = {key: value.clone() for key, value in start.state_dict().items()}
-    grown = grow_vae(small, 128, start=start)
+    grown = grow_vae(small, 128)
     small_state, grown_state = small.state_dict(), grown.state_dict()
     # Encoder levels move one down; decoder levels, the middle and the latent convolutions stay.
     for small_key, grown_key in (("encoder.down_blocks.0.resnets.0.conv2.weight", "encoder.down_blocks.1.resnets.0.conv2.weight"),
@@ -240,12 +238,8 @@ def test_a_grown_vae_keeps_the_small_ones_levels_inside():
                                  ("encoder.mid_block.attentions.0.to_q.weight",) * 2, ("quant_conv.weight",) * 2,
                                  ("decoder.up_blocks.0.resnets.0.conv1.weight",) * 2, ("decoder.up_blocks.2.upsamplers.0.conv.weight",) * 2):
         assert torch.equal(grown_state[grown_key], small_state[small_key]), grown_key
-    # The new finest level starts from `start`'s weights, at 32 channels (4 per GroupNorm group, like the
-    # small VAE's finest level), and the result codes 128 px frames.
-    for new_key in ("encoder.down_blocks.0.resnets.0.conv1.weight", "decoder.up_blocks.4.resnets.0.conv1.weight",
-                    "decoder.up_blocks.3.upsamplers.0.conv.weight"):
-        assert torch.equal(grown_state[new_key], start_state[new_key]), new_key
-    assert grown.config.block_out_channels[0] == small.config.block_out_channels[0] == 32
+    # The new finest level is not the small VAE's (its widths differ), and the result codes 128 px frames.
+    assert grown_state["decoder.conv_out.weight"].shape[1] == 16 != small_state["decoder.conv_out.weight"].shape[1]
     with torch.no_grad():
         assert grown.decode(grown.encode(torch.zeros(1, 3, 128, 128)).latent_dist.mean).sample.shape == (1, 3, 128, 128)
 
@@ -295,3 +289,25 @@ def test_reconstruction_errors_show_a_hue_shift_in_one_background_channel():
     shifted = reconstruction_errors(ShiftingVAE(0.4), frames)  # +51 of 255 in green, clamped at white
     red, green, blue = shifted["background_rgb"]
     assert red < 0.5 and blue < 0.5 and 0 < green <= 51.1 and shifted["background_max"] == green
+
+
+def test_the_second_sitting_continues_the_first_and_its_export_is_the_one_used(tmp_path):
+    from emocast_research.synthetic.benchmark import PRESETS, LearningBenchmark
+
+    bench = LearningBenchmark(tmp_path, PRESETS["test"])
+    with pytest.raises(FileNotFoundError, match="run the train step first"):
+        bench.finetune()
+    first = tmp_path / "run" / "exports" / "final"
+    first.mkdir(parents=True)
+    assert bench.latest_export() == first
+
+    config = bench.finetune_config()
+    assert config.model.init_net == str(first / "net.safetensors")
+    assert config.output_dir == str(tmp_path / "finetune")
+    assert config.train.max_steps == PRESETS["test"].finetune_steps
+    assert config.optimizer.learning_rate == PRESETS["test"].finetune_learning_rate < PRESETS["test"].learning_rate
+    assert config.seed != bench.training_config().seed  # another data order than the first sitting
+
+    second = tmp_path / "finetune" / "exports" / "final"
+    second.mkdir(parents=True)
+    assert bench.latest_export() == second

