@@ -53,7 +53,7 @@ def add_demo_model_command(subparsers) -> None:
     command.add_argument("--steps", nargs="*", default=list(STEPS), choices=STEPS + EXTRA_STEPS,
                          help="the steps to run, in this order (default: all)")
     command.add_argument("--preset", choices=PRESET_NAMES, default="full",
-                         help="full: the shipped model (about 2 hours on 2 CPU cores); test: a few minutes")
+                         help="full: the shipped model (about 2.5 hours on 2 CPU cores); test: a few minutes")
     command.add_argument("--train-steps", type=at_least_one, default=None, help="override the preset's training steps")
     command.add_argument("--bundle-out", type=Path, default=None,
                          help="where the bundle step writes the demo bundle (default: emocast_core/demo/assets)")
