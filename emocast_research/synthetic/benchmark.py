@@ -213,37 +213,39 @@ class LearningBenchmark:
         report = build_training_set(self.train_corpus, self.data_dir, self.wav2vec_dir, size=SIZE)
         logger.info("dataset: %d clips, skipped %s", report.added_clips, report.skipped)
 
+    @property
+    def first_sitting_net(self) -> Path:
+        """The first sitting's export, which the second sitting starts from."""
+        return self.run_dir / "exports" / "final" / "net.safetensors"
+
     def training_config(self):
         preset = self.preset
-        return training_config(
-            self.data_dir, self.vae_dir, minilm_folder(), self.run_dir, preset.train_steps,
-            learning_rate=preset.learning_rate, batch_size=preset.batch_size, num_frames=preset.num_frames,
-            seed=preset.seed, checkpoint_every=preset.checkpoint_every, size=SIZE,
-        )
+        return self._training_config(self.run_dir, preset.train_steps, preset.learning_rate, preset.seed)
 
     def finetune_config(self):
         """The second sitting: the same training, started from the first sitting's export with a
         fresh optimizer, warm-up and cosine at a lower peak learning rate and another data order."""
         preset = self.preset
-        first_sitting = self.run_dir / "exports" / "final" / "net.safetensors"
+        return self._training_config(self.finetune_dir, preset.finetune_steps, preset.finetune_learning_rate,
+                                     preset.seed + 1, overrides={"model": {"init_net": str(self.first_sitting_net)}})
+
+    def _training_config(self, output_dir: Path, steps: int, learning_rate: float, seed: int, overrides=None):
+        preset = self.preset
         return training_config(
-            self.data_dir, self.vae_dir, minilm_folder(), self.finetune_dir, preset.finetune_steps,
-            learning_rate=preset.finetune_learning_rate, batch_size=preset.batch_size,
-            num_frames=preset.num_frames, seed=preset.seed + 1, checkpoint_every=preset.checkpoint_every,
-            size=SIZE, overrides={"model": {"init_net": str(first_sitting)}},
+            self.data_dir, self.vae_dir, minilm_folder(), output_dir, steps, learning_rate=learning_rate,
+            batch_size=preset.batch_size, num_frames=preset.num_frames, seed=seed,
+            checkpoint_every=preset.checkpoint_every, size=SIZE, overrides=overrides,
         )
 
     def train(self):
-        result = SyntheticTrainer(self.training_config()).train()
-        return result
+        return SyntheticTrainer(self.training_config()).train()
 
     def finetune(self):
         """Continue the trained network in a second sitting (`finetune_config`). The shipped network's
-        first sitting was trained on a corpus without silences and with the old angry drawing; this
-        sitting, on the current corpus, taught it both (docs/demo-model.md, "Training")."""
-        first_sitting = self.run_dir / "exports" / "final" / "net.safetensors"
-        if not first_sitting.is_file():
-            raise FileNotFoundError(f"the finetune step continues {first_sitting}: run the train step first")
+        first sitting was trained on a corpus without silences and with the old angry drawing; the
+        second ran on the current corpus (docs/demo-model.md, "Training")."""
+        if not self.first_sitting_net.is_file():
+            raise FileNotFoundError(f"the finetune step continues {self.first_sitting_net}: run the train step first")
         return SyntheticTrainer(self.finetune_config()).train()
 
     def decoder(self) -> None:
@@ -273,9 +275,9 @@ class LearningBenchmark:
     def latest_export(self) -> Path:
         """The second sitting's chosen export (`finetune_export`), else the first's exports/final,
         else the first's newest step-*."""
-        for final in (self.finetune_dir / "exports" / self.preset.finetune_export, self.run_dir / "exports" / "final"):
-            if final.is_dir():
-                return final
+        for export in (self.finetune_dir / "exports" / self.preset.finetune_export, self.first_sitting_net.parent):
+            if export.is_dir():
+                return export
         steps = sorted((self.run_dir / "exports").glob("step-*"))
         if not steps:
             raise FileNotFoundError(f"no export in {self.run_dir / 'exports'}")

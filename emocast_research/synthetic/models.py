@@ -32,6 +32,9 @@ from emocast_core.models.config import (
 TEXT_DIM = 384  # all-MiniLM-L6-v2 hidden size
 LATENT_SIDE = 8  # the demo network's latent grid, at every frame size
 # Per-level widths, the largest level last; a frame size uses the last `vae_levels(size)` of them.
+# A 32-channel finest level keeps flat background hues that this one shifts, but on this budget it
+# softened the faces and the network trained on it was worse (docs/demo-model.md, "The VAE carries
+# the resolution").
 VAE_CHANNELS = (16, 32, 48, 64, 64)
 FACE_LOCATOR_CHANNELS = (8, 8, 16, 16, 32)
 WAV2VEC_LAYERS, WAV2VEC_DIM = 4, 64
