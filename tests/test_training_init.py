@@ -14,7 +14,13 @@ from emocast_core.training.config import DropoutSection, NoiseSection
 from emocast_core.training.dropout import ConditionKeep, draw_condition_keep
 from emocast_core.training.initialization import init_from_motion_module, init_from_sd15_unet, initialize_net
 from emocast_core.training.model import EmoCASTTrainingModel, TrainingBatch
-from emocast_core.training.objectives import diffusion_loss, make_training_scheduler, min_snr_weights, region_weight_map
+from emocast_core.training.objectives import (
+    diffusion_loss,
+    make_training_scheduler,
+    min_snr_weights,
+    noise_motion_frames,
+    region_weight_map,
+)
 from emocast_core.training.trainer import apply_gradient_checkpointing
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -98,6 +104,19 @@ def test_min_snr_weights_for_v_prediction():
     torch.testing.assert_close(weights, torch.minimum(snr_plus_one, torch.tensor(5.0)) / snr_plus_one)
     assert weights[2] == 1.0 and weights[0] < 0.01
     assert torch.equal(min_snr_weights(scheduler, t, None), torch.ones(3))
+
+
+def test_motion_frame_noise_touches_only_the_kept_motion_frames():
+    batch, motion = 3, 2
+    latents = torch.randn(batch * (1 + motion), 4, 8, 8)
+    noisy = torch.tensor([True, False, True])
+    out = noise_motion_frames(latents, motion, 0.5, noisy, torch.Generator().manual_seed(0))
+    grouped_in, grouped_out = latents.view(batch, 1 + motion, 4, 8, 8), out.view(batch, 1 + motion, 4, 8, 8)
+    assert torch.equal(grouped_out[:, 0], grouped_in[:, 0])  # references stay exact
+    assert torch.equal(grouped_out[1], grouped_in[1])  # motion frames that are the reference: untouched
+    change = (grouped_out[[0, 2], 1:] - grouped_in[[0, 2], 1:]).std(dim=(1, 2, 3, 4))
+    assert bool((change > 0).all()) and bool((change <= 0.5 * 1.1).all())
+    assert noise_motion_frames(latents, motion, 0.0, noisy, torch.Generator()) is latents  # off: no draw
 
 
 def test_region_weights_emphasise_the_lips_without_changing_the_loss_scale():

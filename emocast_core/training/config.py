@@ -141,6 +141,12 @@ class NoiseSection:
     beta_schedule: str = "linear"
     noise_offset: float = 0.05
     min_snr_gamma: Optional[float] = 5.0
+    # Largest standard deviation of Gaussian noise added to the motion frames' latents (per sample,
+    # drawn uniformly from [0, motion_frame_noise]; 0 = off). At inference every clip after the first
+    # continues from frames the network made itself, with their errors; clean motion frames in
+    # training teach it to copy them, so errors pile up clip after clip. Noisy ones teach it to take
+    # appearance from the reference and only motion from them.
+    motion_frame_noise: float = 0.0
 
 
 @dataclass
@@ -266,6 +272,8 @@ class TrainingConfig:
             raise ConfigError(f"checkpoint.export_dtype must be fp16, bf16 or fp32, got {self.checkpoint.export_dtype!r}")
         if self.noise.min_snr_gamma is not None and self.noise.min_snr_gamma <= 0:
             raise ConfigError("noise.min_snr_gamma must be positive or null (no weighting)")
+        if self.noise.motion_frame_noise < 0:
+            raise ConfigError(f"noise.motion_frame_noise must be >= 0, got {self.noise.motion_frame_noise}")
 
     # --- reading and writing ------------------------------------------------------------------
 

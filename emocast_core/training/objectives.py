@@ -44,6 +44,24 @@ def sample_noise(latents: torch.Tensor, offset: float, generator: torch.Generato
     return noise.to(latents.device, latents.dtype)
 
 
+def noise_motion_frames(reference_latents: torch.Tensor, num_motion_frames: int, max_std: float,
+                        noisy: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Gaussian noise on the motion frames of the samples where `noisy` (B,) is True, with a standard
+    deviation drawn per sample uniformly from [0, max_std]; the reference images are left as they are.
+
+    reference_latents (B * (1 + M), C, h, w): per sample [reference, motion_1..M] (group-major), as
+    the ReferenceNet receives them. Drawn on the generator's device (the CPU) like `sample_noise`.
+    """
+    if max_std <= 0 or num_motion_frames < 1:
+        return reference_latents
+    batch = reference_latents.shape[0] // (1 + num_motion_frames)
+    grouped = reference_latents.reshape(batch, 1 + num_motion_frames, *reference_latents.shape[1:])
+    std = max_std * torch.rand(batch, generator=generator, dtype=torch.float32) * noisy.cpu().float()
+    noise = torch.randn(grouped[:, 1:].shape, generator=generator, dtype=torch.float32)
+    noise = (noise * std.view(batch, 1, 1, 1, 1)).to(grouped.device, grouped.dtype)
+    return torch.cat([grouped[:, :1], grouped[:, 1:] + noise], dim=1).flatten(0, 1)
+
+
 def sample_timesteps(batch: int, num_train_timesteps: int, generator: torch.Generator, device) -> torch.Tensor:
     return torch.randint(0, num_train_timesteps, (batch,), generator=generator).to(device)
 

@@ -43,7 +43,7 @@ from .dropout import draw_condition_keep
 from .ema import EMAWeights
 from .initialization import initialize_net
 from .model import EmoCASTTrainingModel, TrainingBatch
-from .objectives import make_training_scheduler, min_snr_weights, sample_noise, sample_timesteps
+from .objectives import make_training_scheduler, min_snr_weights, noise_motion_frames, sample_noise, sample_timesteps
 from .rank_log import RankLog
 from .sampler import EmotionBalancedSampler, mix_seed
 from .stages import StagePlan, apply_stage, plan_stage, unreachable_parameter_names
@@ -391,6 +391,10 @@ class Trainer:
         if latents.shape[-2] != latents.shape[-1]:
             raise ValueError(f"the training frames must be square; their latents are {latents.shape[-2]}x{latents.shape[-1]}")
         reference_latents = self._vae_encode(vae, references.flatten(0, 1), generator, sample=False) * scale
+        if has_motion:
+            # Only real preceding frames are degraded: dropped ones are the reference, exact at inference too.
+            reference_latents = noise_motion_frames(reference_latents, references.shape[1] - 1,
+                                                    config.noise.motion_frame_noise, keep.motion_frames, generator)
         num_levels = len(self.net_config.unet.block_out_channels)
 
         noise = sample_noise(latents, config.noise.noise_offset, generator)
