@@ -391,10 +391,9 @@ class Trainer:
         if latents.shape[-2] != latents.shape[-1]:
             raise ValueError(f"the training frames must be square; their latents are {latents.shape[-2]}x{latents.shape[-1]}")
         reference_latents = self._vae_encode(vae, references.flatten(0, 1), generator, sample=False) * scale
-        if has_motion:
-            # Only real preceding frames are degraded: dropped ones are the reference, exact at inference too.
-            reference_latents = noise_motion_frames(reference_latents, references.shape[1] - 1,
-                                                    config.noise.motion_frame_noise, keep.motion_frames, generator)
+        # Only real preceding frames are degraded: dropped ones are the reference, exact at inference too.
+        reference_latents = noise_motion_frames(reference_latents, references.shape[1] - 1,
+                                                config.noise.motion_frame_noise, keep.motion_frames, generator)
         num_levels = len(self.net_config.unet.block_out_channels)
 
         noise = sample_noise(latents, config.noise.noise_offset, generator)
