@@ -197,7 +197,8 @@ def test_demo_model_command_refuses_bad_options_before_any_work(tmp_path, capsys
 
     assert sorted(PRESET_NAMES) == sorted(PRESETS)  # --help names them without importing torch
     work = tmp_path / "work"
-    for bad in (["--train-steps", "0"], ["--threads", "two"], ["--steps", "corpus", "paint"], ["--preset", "huge"]):
+    for bad in (["--train-steps", "0"], ["--threads", "two"], ["--steps", "corpus", "paint"], ["--preset", "huge"],
+                ["--motion-frame-noise", "-0.1"], ["--motion-frame-noise", "nan"]):
         with pytest.raises(SystemExit) as stopped:
             main(["demo-model", "--work", str(work), *bad])
         assert stopped.value.code == 2
@@ -311,3 +312,15 @@ def test_the_second_sitting_continues_the_first_and_its_export_is_the_one_used(t
     second = tmp_path / "finetune" / "exports" / "final"
     second.mkdir(parents=True)
     assert bench.latest_export() == second
+
+
+def test_the_presets_motion_frame_noise_reaches_both_sittings(tmp_path):
+    import dataclasses
+
+    from emocast_research.synthetic.benchmark import PRESETS, LearningBenchmark
+
+    assert LearningBenchmark(tmp_path, PRESETS["full"]).training_config().noise.motion_frame_noise == PRESETS["full"].motion_frame_noise
+    bench = LearningBenchmark(tmp_path, dataclasses.replace(PRESETS["test"], motion_frame_noise=0.3))
+    assert bench.training_config().noise.motion_frame_noise == 0.3
+    second = bench.finetune_config()
+    assert second.noise.motion_frame_noise == 0.3 and second.model.init_net.endswith("net.safetensors")

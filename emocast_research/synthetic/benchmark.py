@@ -63,7 +63,10 @@ class BenchmarkPreset:
     batch_size: int
     num_frames: int
     learning_rate: float
-    finetune_steps: int  # the second sitting, continued from run/exports/final
+    # Motion frames noised in training (`noise.motion_frame_noise`, both sittings): at inference every
+    # clip after the first continues from frames the network made, not from clean ones.
+    motion_frame_noise: float
+    finetune_steps: int  # the second sitting, continued from run/exports/final; 0: no second sitting
     finetune_learning_rate: float
     # The second sitting's export that generates: the full run's mid-schedule one drew every emotion
     # with the sample's eyes and brows; the final one lost them for neutral and happy.
@@ -81,14 +84,14 @@ PRESETS = {
     "full": BenchmarkPreset(
         train_speakers=32, held_out_speakers=6, clips_per_speaker=5, held_out_clips_per_speaker=4,
         vae_seconds=1320, vae_frames=8000, grown_vae_seconds=840, decoder_seconds=600, train_steps=3000, batch_size=4, num_frames=8, learning_rate=8e-4,
-        finetune_steps=1000, finetune_learning_rate=3e-4, finetune_export="step-000500", checkpoint_every=250,
+        motion_frame_noise=0.0, finetune_steps=1000, finetune_learning_rate=3e-4, finetune_export="step-000500", checkpoint_every=250,
         eval_steps=12, eval_clips=8,
     ),
     # The regression test: a few minutes of CPU at most.
     "test": BenchmarkPreset(
         train_speakers=4, held_out_speakers=1, clips_per_speaker=3, held_out_clips_per_speaker=2,
         vae_seconds=10, vae_frames=400, grown_vae_seconds=10, decoder_seconds=5, train_steps=30, batch_size=2, num_frames=4, learning_rate=1e-3,
-        finetune_steps=10, finetune_learning_rate=5e-4, finetune_export="final", checkpoint_every=0, eval_steps=4, eval_clips=2,
+        motion_frame_noise=0.0, finetune_steps=10, finetune_learning_rate=5e-4, finetune_export="final", checkpoint_every=0, eval_steps=4, eval_clips=2,
     ),
 }
 
@@ -231,6 +234,7 @@ class LearningBenchmark:
 
     def _training_config(self, output_dir: Path, steps: int, learning_rate: float, seed: int, overrides=None):
         preset = self.preset
+        overrides = {"noise": {"motion_frame_noise": preset.motion_frame_noise}, **(overrides or {})}
         return training_config(
             self.data_dir, self.vae_dir, minilm_folder(), output_dir, steps, learning_rate=learning_rate,
             batch_size=preset.batch_size, num_frames=preset.num_frames, seed=seed,

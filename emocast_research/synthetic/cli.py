@@ -20,6 +20,7 @@ Steps (each one skipped when its output exists, so an interrupted run continues)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import time
@@ -42,6 +43,17 @@ def at_least_one(text: str) -> int:
     return value
 
 
+def non_negative(text: str) -> float:
+    """argparse type: a number >= 0 (a usage error otherwise)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
 def add_demo_model_command(subparsers) -> None:
     command = subparsers.add_parser(
         "demo-model",
@@ -55,6 +67,9 @@ def add_demo_model_command(subparsers) -> None:
     command.add_argument("--preset", choices=PRESET_NAMES, default="full",
                          help="full: the shipped model (about 2.5 hours on 2 CPU cores); test: a few minutes")
     command.add_argument("--train-steps", type=at_least_one, default=None, help="override the preset's training steps")
+    command.add_argument("--motion-frame-noise", type=non_negative, default=None,
+                         help="override the preset's noise on the motion frames in training, both sittings "
+                              "(training.md, noise.motion_frame_noise; the shipped model: 0)")
     command.add_argument("--bundle-out", type=Path, default=None,
                          help="where the bundle step writes the demo bundle (default: emocast_core/demo/assets)")
     command.add_argument("--threads", type=at_least_one, default=2, help="CPU threads for torch (default 2)")
@@ -75,6 +90,8 @@ def run_demo_model(args: argparse.Namespace) -> int:
     preset = PRESETS[args.preset]
     if args.train_steps is not None:
         preset = preset.with_train_steps(args.train_steps)
+    if args.motion_frame_noise is not None:
+        preset = dataclasses.replace(preset, motion_frame_noise=args.motion_frame_noise)
     run = LearningBenchmark(args.work, preset)
     for step in args.steps:
         started = time.time()
