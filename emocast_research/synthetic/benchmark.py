@@ -66,7 +66,7 @@ class BenchmarkPreset:
     # Motion frames noised in training (`noise.motion_frame_noise`, both sittings): at inference every
     # clip after the first continues from frames the network made, not from clean ones.
     motion_frame_noise: float
-    finetune_steps: int  # the second sitting, continued from run/exports/final; 0: no second sitting
+    finetune_steps: int  # the second sitting, continued from run/exports/final
     finetune_learning_rate: float
     # The second sitting's export that generates: the full run's mid-schedule one drew every emotion
     # with the sample's eyes and brows; the final one lost them for neutral and happy.
@@ -234,11 +234,11 @@ class LearningBenchmark:
 
     def _training_config(self, output_dir: Path, steps: int, learning_rate: float, seed: int, overrides=None):
         preset = self.preset
-        overrides = {"noise": {"motion_frame_noise": preset.motion_frame_noise}, **(overrides or {})}
         return training_config(
             self.data_dir, self.vae_dir, minilm_folder(), output_dir, steps, learning_rate=learning_rate,
             batch_size=preset.batch_size, num_frames=preset.num_frames, seed=seed,
-            checkpoint_every=preset.checkpoint_every, size=SIZE, overrides=overrides,
+            checkpoint_every=preset.checkpoint_every, size=SIZE, motion_frame_noise=preset.motion_frame_noise,
+            overrides=overrides,
         )
 
     def train(self):

@@ -56,7 +56,8 @@ class SyntheticTrainer(Trainer):
 
 def training_config(data: Path, vae: Path, text_encoder: Path, output_dir: Path, max_steps: int, *,
                     learning_rate: float = 1e-3, batch_size: int = 4, num_frames: int = 8, seed: int = 0,
-                    checkpoint_every: int = 0, size: int = 128, overrides: dict | None = None) -> TrainingConfig:
+                    checkpoint_every: int = 0, size: int = 128, motion_frame_noise: float = 0.0,
+                    overrides: dict | None = None) -> TrainingConfig:
     values = {
         "output_dir": str(output_dir),
         "seed": seed,
@@ -72,7 +73,7 @@ def training_config(data: Path, vae: Path, text_encoder: Path, output_dir: Path,
         "sampling": {"reference_policy": "different_expression", "cross_clip_probability": 0.8,
                      "emotion_balance": 1.0, "intensity_balance": 0.0},
         "dropout": {"reference": 0.02, "face": 0.02, "audio": 0.1, "text": 0.1, "motion_frames": 0.4, "all": 0.05},
-        "noise": {"noise_offset": 0.0},
+        "noise": {"noise_offset": 0.0, "motion_frame_noise": motion_frame_noise},
         # A short run at a high learning rate ends on noisy weights: the learning rate falls to zero
         # along a cosine and the export is an exponential moving average of the weights (the first
         # demo model, exported at a constant 8e-4 without averaging, drew smeared faces).
