@@ -49,6 +49,12 @@ DEMO_SPEED = "fast"
 # 32 s and 31 CPU-s with one thread, 45 s and 46 CPU-s with two sleeping-wait threads, 25 s and 43 CPU-s
 # with two spinning ones (docs/demo-model.md, "Speed"). One thread also never waits for another.
 DEMO_THREADS = 1
+# Colour anchoring (colour_anchor.py) when --demo is given and --colour-anchor / --no-colour-anchor is
+# not. The demo network's clips copy each other's colour errors: without it the sample's background
+# drifts to a brighter green (Delta E up to 9.6 between seconds) and the VAE turns its teal green from the
+# first frame; with it both stay at the portrait's colours, and the network, continuing from corrected
+# frames, keeps the face better (docs/demo-model.md, "Colour anchoring"). Off without --demo (upstream).
+DEMO_COLOUR_ANCHOR = True
 
 
 @dataclass
@@ -264,6 +270,9 @@ def add_generate_command(subparsers) -> None:
     sampling.add_argument("--seed", type=int, default=42, help="random seed (same seed, same video)")
     sampling.add_argument("--overlap", type=int, default=argparse.SUPPRESS,
                           help=f"frames shared and cross-faded between clips (default: 0 = upstream; {DEMO_OVERLAP} with --demo)")
+    sampling.add_argument("--colour-anchor", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                          help="hold every frame to the portrait's colours, so colour errors are not carried from clip "
+                               "to clip (default: off = upstream; on with --demo)")
     sampling.add_argument("--clip-length", type=int, default=None, help="frames generated together (16; the demo model's own with --demo)")
     sampling.add_argument("--pose-weight", type=float, default=1.0, help="audio influence on head pose / background")
     sampling.add_argument("--face-weight", type=float, default=1.0, help="audio influence on the face (without lips)")
@@ -308,6 +317,7 @@ def request_from_args(args: argparse.Namespace) -> GenerateRequest:
         sampler=sampler,
         seed=args.seed,
         compile=args.compile,
+        colour_anchor=getattr(args, "colour_anchor", False),
     )
     return GenerateRequest(
         image=args.image,
@@ -345,6 +355,7 @@ def run_generate(args: argparse.Namespace) -> int:
         # (capped so that a short --clip-length still works; an asked --overlap is checked as given)
         args.overlap = getattr(args, "overlap", max(0, min(DEMO_OVERLAP, args.clip_length - 1)))
         args.speed = getattr(args, "speed", DEMO_SPEED)
+        args.colour_anchor = getattr(args, "colour_anchor", DEMO_COLOUR_ANCHOR)
         if getattr(args, "threads", None) is None and not os.environ.get("OMP_NUM_THREADS"):
             import torch
 

@@ -6,10 +6,11 @@ with the length of the audio. With the defaults it computes what the official co
 DDIM 40 steps (v-prediction, zero-terminal SNR, trailing), one joint guidance scale 3.5, 16-frame
 clips continuing the previous clip's last 2 frames, output trimmed to the audio's frame count.
 
-Beyond upstream (all opt-in): overlapping clips cross-faded at their borders, separate audio and
-emotion guidance, guidance on a fraction of the steps, per-frame emotion (keyframes), other
-solvers, progress/preview and cancellation hooks, the video's latents out and in (a second pass
-from given latents at `denoise` < 1), and any per-clip sampling loop (`ClipSampler`), e.g. ComfyUI's.
+Beyond upstream (all opt-in): overlapping clips cross-faded at their borders, colours held to the
+reference portrait's (`colour_anchor`), separate audio and emotion guidance, guidance on a fraction
+of the steps, per-frame emotion (keyframes), other solvers, progress/preview and cancellation hooks,
+the video's latents out and in (a second pass from given latents at `denoise` < 1), and any
+per-clip sampling loop (`ClipSampler`), e.g. ComfyUI's.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from .guidance import (
     prepare_clip,
     prepare_video_conditions,
 )
+from .colour_anchor import anchor_colours
 from .conditioning.masks import masks_for_latent_grid
 from .models.net import EmoCASTNet
 from .video_latents import check_video_latents, decode_video_latents, from_video_latents, to_video_latents
@@ -94,6 +96,10 @@ class GenerationConfig:
     # With start latents: how much of the schedule is re-run, as ComfyUI's KSampler denoise (the
     # `num_inference_steps` steps are the last ones of a schedule of num_inference_steps / denoise steps).
     denoise: float = 1.0
+    # Map each frame's colours toward the reference portrait's before it is shown and before it becomes
+    # a motion frame, so that a colour error is not copied clip after clip (colour_anchor.py). Off =
+    # upstream. The latents a clip yields stay the network's own (decoded, they show its colours).
+    colour_anchor: bool = False
 
     def __post_init__(self):
         if not 0.0 < self.denoise <= 1.0:
@@ -371,6 +377,8 @@ class EmoCASTPipeline:
             )
             video_latents = to_video_latents(latents, self.latent_scale).float().cpu()  # (F, 4, h, w)
             frames = self._decode(latents, config.decode_batch_size)  # (F, H, W, 3) on CPU
+            if config.colour_anchor:
+                frames = anchor_colours(frames, reference_frame)
 
             # 3. Motion frames for the next clip: the frames just before its first frame.
             if clip_index + 1 < len(starts):

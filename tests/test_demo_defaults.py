@@ -72,3 +72,14 @@ def test_demo_computes_with_one_thread_unless_told_otherwise(monkeypatch, tmp_pa
 
     assert run_command(build_parser(), ["generate", "--demo", "--out", str(tmp_path / "demo.mp4"), *options]) == 0
     assert calls[-1:] == ([] if expected is None else [expected])
+
+
+def test_demo_anchors_colours_unless_told_not_to(monkeypatch, tmp_path):
+    assert _request_made_by(monkeypatch, tmp_path).generation.colour_anchor is generate.DEMO_COLOUR_ANCHOR is True
+    assert _request_made_by(monkeypatch, tmp_path, "--no-colour-anchor").generation.colour_anchor is False
+
+
+def test_released_weights_do_not_anchor_colours_unless_asked():
+    base = ["generate", "--image", "p.png", "--audio", "s.wav", "--models", "m", "--out", "x.mp4"]
+    assert generate.request_from_args(build_parser().parse_args(base)).generation.colour_anchor is False
+    assert generate.request_from_args(build_parser().parse_args(base + ["--colour-anchor"])).generation.colour_anchor is True

@@ -1,0 +1,141 @@
+"""Colour anchoring (emocast_core/colour_anchor.py): a frame's colour error is corrected toward the
+reference portrait without flattening what differs by design, and in the pipeline the corrected
+frames are what the next clip continues from."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from emocast_core.colour_anchor import anchor_colours, fit_colour_maps
+
+TEAL, GREEN, SKIN, LIPS, MOUTH = (0.13, 0.31, 0.37), (0.20, 0.62, 0.38), (0.80, 0.55, 0.40), (0.75, 0.35, 0.40), (0.25, 0.05, 0.10)
+SIZE = 64
+
+
+def _ellipse(cx, cy, rx, ry) -> torch.Tensor:
+    y, x = torch.meshgrid(torch.arange(SIZE, dtype=torch.float32), torch.arange(SIZE, dtype=torch.float32), indexing="ij")
+    return ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 <= 1
+
+
+def _portrait(background=TEAL, mouth_open=False) -> torch.Tensor:
+    """(SIZE, SIZE, 3): a flat face on a flat background, the mouth closed (lips) or open (dark)."""
+    image = torch.empty(SIZE, SIZE, 3)
+    image[:] = torch.tensor(background)
+    image[_ellipse(32, 30, 16, 21)] = torch.tensor(SKIN)
+    mouth = _ellipse(32, 40, 7, 5 if mouth_open else 1.5)
+    image[mouth] = torch.tensor(MOUTH if mouth_open else LIPS)
+    return image
+
+
+def _region_colour(image, mask) -> torch.Tensor:
+    return image[mask].mean(dim=0)
+
+
+def test_a_frame_that_is_the_portrait_is_left_alone():
+    portrait = _portrait()
+    assert torch.allclose(anchor_colours(portrait[None], portrait)[0], portrait, atol=1e-4)
+
+
+def test_a_colour_error_in_one_region_is_corrected_and_the_rest_kept():
+    """The demo's failure: the background turns green while the face stays; a per-channel gain cannot
+    undo that without tinting the face, the fitted 3 x 3 map can. The open mouth differs from the
+    portrait's closed one by design and must stay dark."""
+    portrait, frame = _portrait(), _portrait(background=GREEN, mouth_open=True)
+    anchored = anchor_colours(frame[None], portrait)[0]
+    background = ~_ellipse(32, 30, 18, 23)
+    face = _ellipse(32, 30, 14, 19) & ~_ellipse(32, 40, 9, 7)
+    inside_mouth = _ellipse(32, 40, 5, 3)
+    # The background's error (0.31 in green) falls within 0.03 (8 of 255 levels, just visible on a flat
+    # area); the face, right before, moves by less than 0.05, the price of one map for all colours.
+    assert torch.allclose(_region_colour(anchored, background), torch.tensor(TEAL), atol=0.03)
+    assert torch.allclose(_region_colour(anchored, face), torch.tensor(SKIN), atol=0.05)
+    # The mouth is still far darker than the skin: expression is not regressed toward the portrait.
+    assert _region_colour(anchored, inside_mouth).mean() < 0.5 * _region_colour(anchored, face).mean()
+
+
+def test_a_global_colour_cast_is_removed():
+    portrait = _portrait()
+    cast = (portrait * torch.tensor([0.85, 1.0, 0.9]) + torch.tensor([0.08, 0.02, 0.0])).clamp(0, 1)
+    before = (cast - portrait).abs().mean()
+    after = (anchor_colours(cast[None], portrait)[0] - portrait).abs().mean()
+    assert after < 0.25 * before
+
+
+def test_each_frame_gets_its_own_map_and_the_frames_keep_their_format():
+    portrait = _portrait()
+    frames = torch.stack([portrait, _portrait(background=GREEN)]).half()
+    anchored = anchor_colours(frames, portrait)
+    assert anchored.shape == frames.shape and anchored.dtype == torch.float16
+    assert anchored.min() >= 0 and anchored.max() <= 1
+    maps = fit_colour_maps(frames, portrait)
+    assert maps.shape == (2, 4, 3)
+    identity = torch.eye(4)[:, :3]
+    assert torch.allclose(maps[0], identity, atol=5e-3)
+    assert not torch.allclose(maps[1], identity, atol=5e-2)
+
+
+@pytest.mark.parametrize("frames, target, message", [
+    (torch.zeros(2, 8, 8), torch.zeros(8, 8, 3), "frames must be"),
+    (torch.zeros(2, 8, 8, 3), torch.zeros(16, 16, 3), "the target must be"),
+])
+def test_shapes_that_do_not_fit_are_refused(frames, target, message):
+    with pytest.raises(ValueError, match=message):
+        anchor_colours(frames, target)
+
+
+# --- in the pipeline -----------------------------------------------------------------------------------
+
+def test_the_pipeline_anchors_each_clip_before_the_next_continues_from_it(pipeline_fixture):
+    """Clip 1 comes out as the plain clip 1 anchored; later clips differ from the plain ones anchored,
+    because they continued from anchored motion frames; and the video is closer to the portrait."""
+    run, reference_frame, clip_length = pipeline_fixture
+    plain = run(colour_anchor=False)
+    anchored = run(colour_anchor=True)
+    assert anchored.shape == plain.shape
+    assert torch.allclose(anchored[:clip_length], anchor_colours(plain[:clip_length], reference_frame), atol=1e-5)
+    assert not torch.allclose(anchored[clip_length:], anchor_colours(plain[clip_length:], reference_frame), atol=1e-3)
+    error = lambda video: ((video - reference_frame) ** 2).mean()  # noqa: E731
+    assert error(anchored) < error(plain)
+
+
+@pytest.fixture(scope="module")
+def pipeline_fixture(oracle_dir):
+    """The official tiny model (tests/test_pipeline.py's fixture), two clips, two steps each."""
+    import json
+
+    from diffusers import AutoencoderKL, DDIMScheduler
+    from safetensors.torch import load_file
+
+    from emocast_core.guidance import GuidanceConfig
+    from emocast_core.models.config import EmoCASTConfig
+    from emocast_core.models.net import EmoCASTNet
+    from emocast_core.pipeline import EmoCASTPipeline, EmotionConditions, GenerationConfig, ReferenceConditions
+
+    config_json = json.loads((oracle_dir / "tiny_config.json").read_text())
+    runtime = config_json["runtime"]
+    net = EmoCASTNet.build(EmoCASTConfig.from_upstream_file(oracle_dir / "tiny_config.json"))
+    net.load_state_dict(load_file(oracle_dir / "tiny_net.safetensors"))
+    vae = AutoencoderKL.from_pretrained(oracle_dir / "tiny_vae").eval()
+    inputs = load_file(oracle_dir / "pipeline" / "inputs.safetensors")
+    expected = load_file(oracle_dir / "pipeline" / "expected.safetensors")
+    levels = sum(1 for key in inputs if key.startswith("full_mask."))
+    reference = ReferenceConditions(
+        inputs["ref_pixels"], inputs["face_emb"], inputs["face_region"],
+        [inputs[f"full_mask.{i}"] for i in range(levels)], [inputs[f"face_mask.{i}"] for i in range(levels)],
+        [inputs[f"lip_mask.{i}"] for i in range(levels)],
+    )
+    emotion = EmotionConditions(inputs["text_emb_prompt"], inputs["text_emb_uncond"])
+    scheduler_settings = {k: v for k, v in runtime["scheduler"].items() if k not in ("class", "eta")}
+    clip_length = runtime["n_sample_frames"]
+
+    def run(colour_anchor: bool) -> torch.Tensor:
+        config = GenerationConfig(
+            num_inference_steps=2, guidance=GuidanceConfig(scale=runtime["cfg_scale"]), clip_length=clip_length,
+            num_motion_frames=runtime["n_motion_frames"], region_scales=tuple(runtime["motion_scale"]),
+            seed=runtime["seed"], colour_anchor=colour_anchor,
+        )
+        pipe = EmoCASTPipeline(net.eval(), vae, DDIMScheduler(**scheduler_settings))
+        return pipe(reference, emotion, expected["audio_windows"], 2 * clip_length, config)
+
+    reference_frame = ((inputs["ref_pixels"][0].float() + 1) / 2).permute(1, 2, 0)
+    return run, reference_frame, clip_length
