@@ -24,6 +24,7 @@ from ..emocast_core.scheduling import noise_levels
 from ..emocast_core.validation import NODE_OPTIONS, SamplingSettings, check_sampling, worded_for
 from .sampler import (
     cfg_input,
+    colour_anchor_input,
     compile_input,
     latent_samples,
     overlap_input,
@@ -159,6 +160,7 @@ class EmoCASTSamplerCustom(io.ComfyNode):
                                 tooltip="Optional video latent to start from, for sigmas made with denoise below 1 "
                                         "(a second pass). Frame i starts from latent frame i."),
                 compile_input(),
+                colour_anchor_input(),
             ],
             outputs=video_outputs(),
             hidden=[io.Hidden.unique_id],
@@ -167,7 +169,7 @@ class EmoCASTSamplerCustom(io.ComfyNode):
     @classmethod
     def execute(cls, model, reference, emotion, audio_features, sampler, sigmas, seed, cfg, overlap, audio_cfg,
                 emotion_cfg, pose_weight, face_weight, lip_weight, motion_frames, latent=None,
-                compile=False) -> io.NodeOutput:
+                compile=False, colour_anchor=False) -> io.NodeOutput:
         clip_length = audio_features.clip_length
         with worded_for(NODE_OPTIONS):
             check_sampling(SamplingSettings(
@@ -191,6 +193,7 @@ class EmoCASTSamplerCustom(io.ComfyNode):
             region_scales=(pose_weight, face_weight, lip_weight),
             seed=seed,
             compile=compile,
+            colour_anchor=colour_anchor,
         )
         if audio_features.silent:
             config = for_silent_speech(config)

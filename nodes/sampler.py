@@ -87,6 +87,13 @@ def compile_input():
                                     "compiler, and Triton on NVIDIA GPUs).")
 
 
+def colour_anchor_input():
+    return io.Boolean.Input("colour_anchor", default=False, optional=True,
+                            tooltip="Hold every frame to the reference portrait's colours, so that a colour error "
+                                    "is not carried from clip to clip (off = upstream; the demo workflows turn it "
+                                    "on). Acts on the images; the latent output stays the network's own.")
+
+
 def video_outputs() -> list:
     return [
         io.Image.Output(display_name="images",
@@ -129,6 +136,7 @@ class EmoCASTSampler(io.ComfyNode):
                                tooltip="How much of the schedule re-runs from the latent, as KSampler's denoise: 1 "
                                        "ignores the latent; lower keeps more of it. Below 1 needs a latent."),
                 compile_input(),
+                colour_anchor_input(),
             ],
             outputs=video_outputs(),
             hidden=[io.Hidden.unique_id],
@@ -137,7 +145,7 @@ class EmoCASTSampler(io.ComfyNode):
     @classmethod
     def execute(cls, model, reference, emotion, audio_features, seed, steps, cfg, solver, overlap, audio_cfg,
                 emotion_cfg, guidance_fraction, pose_weight, face_weight, lip_weight, motion_frames, latent=None,
-                denoise=1.0, compile=False) -> io.NodeOutput:
+                denoise=1.0, compile=False, colour_anchor=False) -> io.NodeOutput:
         clip_length = audio_features.clip_length
         with worded_for(NODE_OPTIONS):
             check_sampling(SamplingSettings(
@@ -157,6 +165,7 @@ class EmoCASTSampler(io.ComfyNode):
             seed=seed,
             compile=compile,
             denoise=denoise,
+            colour_anchor=colour_anchor,
         )
         if denoise < 1.0 and latent is None:
             raise ValueError(f"denoise {denoise} needs a latent to start from: connect one to 'latent' or set denoise to 1")
