@@ -69,3 +69,17 @@ def test_the_demo_model_animates_a_photograph(pictures_module, tmp_path):
     crop = np.asarray(sheet.convert("RGB"), dtype=np.float32)[pictures.HEADER_HEIGHT:][middle, middle]
     red, green, blue = crop[..., 0].mean(), crop[..., 1].mean(), crop[..., 2].mean()
     assert red > green > blue and red > 120
+
+
+def test_the_pictures_sample_as_the_readme_command_does(pictures_module, tmp_path, monkeypatch):
+    """The pictures claim to show what the command makes: the same sampling settings, every one of them."""
+    from emocast_core import generate
+    from emocast_core.cli import build_parser
+
+    made = []
+    monkeypatch.setattr(generate, "make_video", lambda request, **kwargs: made.append(request) or request.out)
+    args = build_parser().parse_args(["generate", "--demo", "--out", str(tmp_path / "demo.mp4")])
+    assert args.handler(args) == 0
+    command = made[0].generation
+    pictured = pictures_module.DemoVideoSettings().generation(DemoBundle().clip_length)
+    assert pictured == command
