@@ -1,6 +1,5 @@
 """Colour anchoring (emocast_core/colour_anchor.py): a frame's colour error is corrected toward the
-reference portrait without flattening what differs by design, and in the pipeline the corrected
-frames are what the next clip continues from."""
+reference portrait without flattening what differs by design. (In the pipeline: tests/test_pipeline.py.)"""
 from __future__ import annotations
 
 import pytest
@@ -81,61 +80,3 @@ def test_each_frame_gets_its_own_map_and_the_frames_keep_their_format():
 def test_shapes_that_do_not_fit_are_refused(frames, target, message):
     with pytest.raises(ValueError, match=message):
         anchor_colours(frames, target)
-
-
-# --- in the pipeline -----------------------------------------------------------------------------------
-
-def test_the_pipeline_anchors_each_clip_before_the_next_continues_from_it(pipeline_fixture):
-    """Clip 1 comes out as the plain clip 1 anchored; later clips differ from the plain ones anchored,
-    because they continued from anchored motion frames; and the video is closer to the portrait."""
-    run, reference_frame, clip_length = pipeline_fixture
-    plain = run(colour_anchor=False)
-    anchored = run(colour_anchor=True)
-    assert anchored.shape == plain.shape
-    assert torch.allclose(anchored[:clip_length], anchor_colours(plain[:clip_length], reference_frame), atol=1e-5)
-    assert not torch.allclose(anchored[clip_length:], anchor_colours(plain[clip_length:], reference_frame), atol=1e-3)
-    error = lambda video: ((video - reference_frame) ** 2).mean()  # noqa: E731
-    assert error(anchored) < error(plain)
-
-
-@pytest.fixture(scope="module")
-def pipeline_fixture(oracle_dir):
-    """The official tiny model (tests/test_pipeline.py's fixture), two clips, two steps each."""
-    import json
-
-    from diffusers import AutoencoderKL, DDIMScheduler
-    from safetensors.torch import load_file
-
-    from emocast_core.guidance import GuidanceConfig
-    from emocast_core.models.config import EmoCASTConfig
-    from emocast_core.models.net import EmoCASTNet
-    from emocast_core.pipeline import EmoCASTPipeline, EmotionConditions, GenerationConfig, ReferenceConditions
-
-    config_json = json.loads((oracle_dir / "tiny_config.json").read_text())
-    runtime = config_json["runtime"]
-    net = EmoCASTNet.build(EmoCASTConfig.from_upstream_file(oracle_dir / "tiny_config.json"))
-    net.load_state_dict(load_file(oracle_dir / "tiny_net.safetensors"))
-    vae = AutoencoderKL.from_pretrained(oracle_dir / "tiny_vae").eval()
-    inputs = load_file(oracle_dir / "pipeline" / "inputs.safetensors")
-    expected = load_file(oracle_dir / "pipeline" / "expected.safetensors")
-    levels = sum(1 for key in inputs if key.startswith("full_mask."))
-    reference = ReferenceConditions(
-        inputs["ref_pixels"], inputs["face_emb"], inputs["face_region"],
-        [inputs[f"full_mask.{i}"] for i in range(levels)], [inputs[f"face_mask.{i}"] for i in range(levels)],
-        [inputs[f"lip_mask.{i}"] for i in range(levels)],
-    )
-    emotion = EmotionConditions(inputs["text_emb_prompt"], inputs["text_emb_uncond"])
-    scheduler_settings = {k: v for k, v in runtime["scheduler"].items() if k not in ("class", "eta")}
-    clip_length = runtime["n_sample_frames"]
-
-    def run(colour_anchor: bool) -> torch.Tensor:
-        config = GenerationConfig(
-            num_inference_steps=2, guidance=GuidanceConfig(scale=runtime["cfg_scale"]), clip_length=clip_length,
-            num_motion_frames=runtime["n_motion_frames"], region_scales=tuple(runtime["motion_scale"]),
-            seed=runtime["seed"], colour_anchor=colour_anchor,
-        )
-        pipe = EmoCASTPipeline(net.eval(), vae, DDIMScheduler(**scheduler_settings))
-        return pipe(reference, emotion, expected["audio_windows"], 2 * clip_length, config)
-
-    reference_frame = ((inputs["ref_pixels"][0].float() + 1) / 2).permute(1, 2, 0)
-    return run, reference_frame, clip_length

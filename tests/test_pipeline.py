@@ -179,6 +179,21 @@ def test_overlap_changes_only_frames_from_the_first_blend_on(fixture):
     assert not torch.allclose(blended[clip_length - overlap:], plain[clip_length - overlap:])
 
 
+def test_colour_anchoring_acts_on_each_clip_before_the_next_continues_from_it(fixture):
+    """Clip 1 comes out as the plain clip 1 anchored; later clips differ from the plain ones anchored,
+    because they continued from anchored motion frames; and the video is closer to the portrait."""
+    from emocast_core.colour_anchor import anchor_colours
+
+    clip_length = fixture[0]["runtime"]["n_sample_frames"]
+    portrait = ((fixture[3]["ref_pixels"][0].float() + 1) / 2).permute(1, 2, 0)
+    plain = _run(fixture, num_frames=2 * clip_length, num_inference_steps=2)
+    anchored = _run(fixture, num_frames=2 * clip_length, num_inference_steps=2, colour_anchor=True)
+    assert anchored.shape == plain.shape
+    assert torch.allclose(anchored[:clip_length], anchor_colours(plain[:clip_length], portrait), atol=1e-5)
+    assert not torch.allclose(anchored[clip_length:], anchor_colours(plain[clip_length:], portrait), atol=1e-3)
+    assert ((anchored - portrait) ** 2).mean() < ((plain - portrait) ** 2).mean()
+
+
 def test_clip_starts_cover_the_video():
     assert clip_starts(32, 16, 0) == [0, 16]
     assert clip_starts(33, 16, 0) == [0, 16, 32]
