@@ -6,12 +6,15 @@ motion frames), so a colour error of one clip (a background turning a brighter g
 is copied by the next and grows over the video. The anchor corrects each frame before it is shown
 and before it becomes a motion frame, so the error is not handed on.
 
-For each frame it fits the affine colour map (a 3 x 3 matrix and an offset, twelve numbers) that best
-takes the frame's colours to the reference's colours *at the same pixels*, and applies it to the
-whole frame. The pixel correspondence is what makes a single global map enough: since the portrait
-stays in place, most pixels (background, skin, hair) have their true colour at the same place in the
+For each frame it fits the linear colour map (a 3 x 3 matrix, nine numbers) that best takes the
+frame's colours to the reference's colours *at the same pixels*, and applies it to the whole frame.
+The pixel correspondence is what makes a single global map enough: since the portrait stays in
+place, most pixels (background, skin, hair) have their true colour at the same place in the
 reference, and a green that should be teal and a skin tone that should stay are different input
-colours, which a full 3 x 3 map can send to different places (a per-channel gain cannot).
+colours, which a full 3 x 3 map can send to different places (a per-channel gain cannot). The map is
+linear, without an offset, as a white balance is: black stays black, so dark features the reference
+does not show (an open mouth) keep their colour instead of taking on the tint that moved the
+background (with an offset, open mouths turned purple on the demo model).
 
 Two things keep the map from flattening the picture:
 
@@ -23,7 +26,7 @@ Two things keep the map from flattening the picture:
   are left as they are instead of being regressed toward the reference's averages.
 
 The map is global and smooth (no masks, no spatial edits), so it draws no edges, and it is fitted per
-frame, so it needs no state across clips. Cost: a few (F, P, 4) products and F 4 x 4 solves per clip.
+frame, so it needs no state across clips. Cost: a few (F, P, 3) products and F 3 x 3 solves per clip.
 """
 from __future__ import annotations
 
@@ -42,7 +45,8 @@ REFITS = 2
 
 
 def fit_colour_maps(frames: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Affine colour maps from each frame to `target`, (F, 4, 3): row 3 is the offset.
+    """Linear colour maps from each frame to `target`, (F, 3, 3): a frame's colours (as rows) times its
+    map are the anchored colours.
 
     frames: (F, H, W, 3) in [0, 1]; target: (H, W, 3) in [0, 1], the same size. Computed on the
     frames' device in their dtype (at least float32), without host synchronisation.
@@ -54,17 +58,15 @@ def fit_colour_maps(frames: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
                          f"got {tuple(target.shape)}")
     dtype = torch.promote_types(frames.dtype, torch.float32)
     num_frames, pixels = frames.shape[0], frames.shape[1] * frames.shape[2]
-    colours = torch.cat([frames.reshape(num_frames, pixels, 3).to(dtype),
-                         torch.ones(num_frames, pixels, 1, device=frames.device, dtype=dtype)], dim=2)  # (F, P, 4)
+    colours = frames.reshape(num_frames, pixels, 3).to(dtype)
     wanted = target.reshape(1, pixels, 3).to(frames.device, dtype)
-    eye = torch.eye(4, device=frames.device, dtype=dtype)
-    identity_map = eye[:, :3]  # (4, 3): keeps every colour, no offset
+    identity_map = torch.eye(3, device=frames.device, dtype=dtype)
     weights = torch.ones(num_frames, pixels, 1, device=frames.device, dtype=dtype)
     for refit in range(REFITS + 1):
         total = weights.sum(dim=1, keepdim=True)
-        moments = colours.transpose(1, 2) @ (weights * colours) / total + IDENTITY_PULL * eye
+        moments = colours.transpose(1, 2) @ (weights * colours) / total + IDENTITY_PULL * identity_map
         cross = colours.transpose(1, 2) @ (weights * wanted) / total + IDENTITY_PULL * identity_map
-        maps = torch.linalg.solve(moments, cross)  # (F, 4, 3)
+        maps = torch.linalg.solve(moments, cross)  # (F, 3, 3)
         if refit < REFITS:
             residual = (colours @ maps - wanted).norm(dim=2, keepdim=True)
             weights = 1.0 / (1.0 + (residual / OUTLIER_SCALE) ** 2)
@@ -75,7 +77,5 @@ def anchor_colours(frames: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """`frames` (F, H, W, 3) in [0, 1] with each frame's colours mapped toward `target`'s (H, W, 3)
     (see the module docstring); same shape, device and dtype, clamped to [0, 1]."""
     maps = fit_colour_maps(frames, target)
-    num_frames = frames.shape[0]
-    colours = frames.reshape(num_frames, -1, 3).to(maps.dtype)
-    mapped = colours @ maps[:, :3] + maps[:, 3:]
-    return mapped.reshape(frames.shape).clamp(0.0, 1.0).to(frames.dtype)
+    colours = frames.reshape(frames.shape[0], -1, 3).to(maps.dtype)
+    return (colours @ maps).reshape(frames.shape).clamp(0.0, 1.0).to(frames.dtype)
