@@ -209,6 +209,7 @@ def test_video_combine_and_paste_back(nodes, frames, conditions, models_root):
 OPTION_CHANGES = {
     "seed": 4, "steps": 3, "cfg": 2.0, "solver": "dpmpp_2m", "overlap": 1, "audio_cfg": 2.0, "emotion_cfg": 1.5,
     "guidance_fraction": 0.5, "pose_weight": 0.5, "face_weight": 1.5, "lip_weight": 1.5, "motion_frames": 1,
+    "colour_anchor": True,
 }
 
 
@@ -351,6 +352,12 @@ def test_comfyui_samplers_make_finite_frames(nodes, conditions, sampler_name):
     assert 0 <= images.min() and images.max() <= 1 and fps == 25.0
     assert latent["samples"].shape == (conditions["frame_count"], 4, 16, 16)
 
+
+def test_comfyui_sampler_anchors_colours_when_asked(nodes, conditions):
+    """The colour_anchor input reaches the pipeline through the ComfyUI-solver node too."""
+    plain = _custom(nodes, conditions, "euler")[0]
+    anchored = _custom(nodes, conditions, "euler", colour_anchor=True)[0]
+    assert anchored.shape == plain.shape and (anchored - plain).abs().max().item() > 1e-4
 
 def test_comfyui_euler_with_many_steps_approaches_the_builtin_euler(nodes, conditions):
     """Both integrate the same probability-flow ODE from the same noise; they differ only in where the
