@@ -52,8 +52,9 @@ DEMO_THREADS = 1
 # Colour anchoring (colour_anchor.py) when --demo is given and --colour-anchor / --no-colour-anchor is
 # not. The demo network's clips copy each other's colour errors: without it the sample's background
 # drifts to a brighter green (Delta E up to 9.6 between seconds) and the VAE turns its teal green from the
-# first frame; with it both stay at the portrait's colours, and the network, continuing from corrected
-# frames, keeps the face better (docs/demo-model.md, "Colour anchoring"). Off without --demo (upstream).
+# first frame; with it both stay at the portrait's colours (drift under 2), and the network, continuing
+# from corrected frames, follows the speech more closely (docs/demo-model.md, "Colour anchoring"). Off
+# without --demo (upstream).
 DEMO_COLOUR_ANCHOR = True
 
 
