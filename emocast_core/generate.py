@@ -18,7 +18,15 @@ from typing import Callable, Optional
 
 from .devices import PRECISION_CHOICES
 from .guidance import GuidanceConfig
-from .pipeline import SAMPLING_PRESETS, EmoCASTPipeline, EmotionConditions, GenerationConfig, ProgressEvent, ReferenceConditions
+from .pipeline import (
+    SAMPLING_PRESETS,
+    SILENT_REGION_SCALES,
+    EmoCASTPipeline,
+    EmotionConditions,
+    GenerationConfig,
+    ProgressEvent,
+    ReferenceConditions,
+)
 from .validation import (
     SILENCE_WARNING,
     CheckedRequest,
@@ -30,10 +38,6 @@ from .validation import (
     find_face,
 )
 
-# Audio influence on pose, face and lips for silent speech. wav2vec2 features of digital silence are
-# unlike anything the model saw (normalisation turns the clip into exact zeros) and dissolve the face;
-# without the audio's influence the mouth stays as the portrait shows it and the rest moves as usual.
-SILENT_REGION_SCALES = (0.0, 0.0, 0.0)
 
 # Frames shared and cross-faded between clips when --demo is given and --overlap is not. Without them
 # the demo model's 8-frame clips jump at every border (frame change across borders 1.4-1.6 x the
@@ -56,6 +60,11 @@ DEMO_THREADS = 1
 # from corrected frames, follows the speech more closely (docs/demo-model.md, "Colour anchoring"). Off
 # without --demo (upstream).
 DEMO_COLOUR_ANCHOR = True
+# Clips whose audio is all silence run without the audio's influence when --demo is given and
+# --audio-off-in-silence / --no-audio-off-in-silence is not: the demo network turns a pause into a
+# featureless oval; without the audio there it keeps a closed mouth and traces of the eyes
+# (docs/demo-model.md, "What the command shows"). Off without --demo (upstream).
+DEMO_AUDIO_OFF_IN_SILENCE = True
 
 
 @dataclass
@@ -105,6 +114,7 @@ def generate_video(
     Raises:
         InputError: a bad input, before anything is generated.
     """
+    from .conditioning.audio_decode import silent_frames
     from .conditioning.crop import paste_back
     from .scheduling import make_scheduler
     from .video import VideoWriter
@@ -122,6 +132,7 @@ def generate_video(
     # Streamed: each clip's features are computed when the pipeline reaches it (flat memory for long audio).
     features = models.audio_encoder.stream(speech, fps=request.fps, clip_length=request.generation.clip_length,
                                            allow_silence=silent)
+    silence = silent_frames(speech, request.fps, features.num_frames) if generation.audio_off_in_silence else None
     emotion = emotion_conditions(models.text_encoder, request, features.num_frames, checked.keyframes)
 
     scheduler = make_scheduler(request.generation.sampler)
@@ -134,6 +145,7 @@ def generate_video(
         generation,
         progress=progress,
         should_cancel=should_cancel,
+        silent_frames=silence,
     )
     out = Path(request.out).expanduser()
     created_folders = _make_folders(out.parent)
@@ -274,6 +286,9 @@ def add_generate_command(subparsers) -> None:
     sampling.add_argument("--colour-anchor", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                           help="hold every frame to the portrait's colours, so colour errors are not carried from clip "
                                "to clip (default: off = upstream; on with --demo)")
+    sampling.add_argument("--audio-off-in-silence", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                          help="clips whose audio is all silence run without the audio's influence (default: off = "
+                               "upstream; on with --demo)")
     sampling.add_argument("--clip-length", type=int, default=None, help="frames generated together (16; the demo model's own with --demo)")
     sampling.add_argument("--pose-weight", type=float, default=1.0, help="audio influence on head pose / background")
     sampling.add_argument("--face-weight", type=float, default=1.0, help="audio influence on the face (without lips)")
@@ -319,6 +334,7 @@ def request_from_args(args: argparse.Namespace) -> GenerateRequest:
         seed=args.seed,
         compile=args.compile,
         colour_anchor=getattr(args, "colour_anchor", False),
+        audio_off_in_silence=getattr(args, "audio_off_in_silence", False),
     )
     return GenerateRequest(
         image=args.image,
@@ -357,6 +373,7 @@ def run_generate(args: argparse.Namespace) -> int:
         args.overlap = getattr(args, "overlap", max(0, min(DEMO_OVERLAP, args.clip_length - 1)))
         args.speed = getattr(args, "speed", DEMO_SPEED)
         args.colour_anchor = getattr(args, "colour_anchor", DEMO_COLOUR_ANCHOR)
+        args.audio_off_in_silence = getattr(args, "audio_off_in_silence", DEMO_AUDIO_OFF_IN_SILENCE)
         if getattr(args, "threads", None) is None and not os.environ.get("OMP_NUM_THREADS"):
             import torch
 

@@ -36,6 +36,12 @@ from .models.net import EmoCASTNet
 from .video_latents import check_video_latents, decode_video_latents, from_video_latents, to_video_latents
 
 
+# Audio influence on pose, face and lips where the speech is silent: none. wav2vec2 features of silence
+# are unlike speech (for a wholly silent file, normalisation turns them into exact zeros) and can
+# dissolve the face; without the audio's influence the mouth stays as the portrait shows it.
+SILENT_REGION_SCALES = (0.0, 0.0, 0.0)
+
+
 class GenerationCancelled(RuntimeError):
     """Raised between denoising steps when the host asked to stop."""
 
@@ -100,6 +106,10 @@ class GenerationConfig:
     # a motion frame, so that a colour error is not copied clip after clip (colour_anchor.py). Off =
     # upstream. The latents a clip yields stay the network's own (decoded, they show its colours).
     colour_anchor: bool = False
+    # A clip whose audio is all silence (the `silent_frames` the caller gives) runs without the audio's
+    # influence, as a silent file does (region scales 0): on the demo model the wav2vec2 features of a
+    # pause dissolve the face into a featureless oval. Off = upstream, which reads every clip's audio.
+    audio_off_in_silence: bool = False
 
     def __post_init__(self):
         if not 0.0 < self.denoise <= 1.0:
@@ -260,10 +270,12 @@ class EmoCASTPipeline:
         progress: Optional[Callable[[ProgressEvent], None]] = None,
         should_cancel: Optional[Callable[[], bool]] = None,
         preview_every: int = 0,
+        silent_frames: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """The whole video as one tensor (num_frames, H, W, 3) in [0, 1]. For long audio prefer
         `generate`, which yields frames clip by clip."""
-        clips = list(self.generate(reference, emotion, audio_windows, num_frames, config, progress, should_cancel, preview_every))
+        clips = list(self.generate(reference, emotion, audio_windows, num_frames, config, progress, should_cancel, preview_every,
+                                   silent_frames))
         return torch.cat(clips) if clips else torch.zeros(0)
 
     @torch.no_grad()
@@ -277,10 +289,12 @@ class EmoCASTPipeline:
         progress: Optional[Callable[[ProgressEvent], None]] = None,
         should_cancel: Optional[Callable[[], bool]] = None,
         preview_every: int = 0,
+        silent_frames: Optional[torch.Tensor] = None,
     ) -> Iterator[torch.Tensor]:
         """Yield the video's frames in order, a clip's worth at a time, as CPU float32
         (n, H, W, 3) in [0, 1]; exactly `num_frames` frames in total (see `generate_clips`)."""
-        for clip in self.generate_clips(reference, emotion, audio_windows, num_frames, config, progress, should_cancel, preview_every):
+        for clip in self.generate_clips(reference, emotion, audio_windows, num_frames, config, progress, should_cancel, preview_every,
+                                        silent_frames=silent_frames):
             yield clip.frames
 
     @torch.no_grad()
@@ -296,6 +310,7 @@ class EmoCASTPipeline:
         preview_every: int = 0,
         start_latents: Optional[torch.Tensor] = None,
         clip_sampler: Optional[ClipSampler] = None,
+        silent_frames: Optional[torch.Tensor] = None,
     ) -> Iterator[GeneratedClip]:
         """Yield the video's frames and their latents in order, a clip's worth at a time; exactly
         `num_frames` frames in total.
@@ -307,6 +322,8 @@ class EmoCASTPipeline:
         start_latents: (F >= num_frames, 4, h, w) VAE-space latents (`video_latents`) that frame i
         starts from, noised to `config.denoise` of the schedule (a second pass); None = pure noise.
         clip_sampler: the per-clip sampling loop; None = the diffusers scheduler `config.sampler`.
+        silent_frames: (>= num_frames,) bool, the frames whose audio is silent
+        (`conditioning.audio_decode.silent_frames`); read with `config.audio_off_in_silence`.
         """
         net = self.net
         config = config or GenerationConfig()
@@ -337,6 +354,8 @@ class EmoCASTPipeline:
         reference_latent = self._encode_images(reference.pixel_values)
         cached_image_features, cached_for_text = None, None
         denoiser = self._denoiser(config.compile)
+        # Which frames are silent, as plain booleans read once (CPU data, no device synchronisation).
+        silence = silent_frames.tolist() if config.audio_off_in_silence and silent_frames is not None else None
 
         # 2. Clips.
         starts = clip_starts(num_frames, config.clip_length, config.overlap)
@@ -362,9 +381,11 @@ class EmoCASTPipeline:
             motion_features = encode_motion_frames(net, motion_latents, clip_conditions)
             denoiser_reference = assemble_reference(net, cached_image_features, motion_features)
             audio_tokens = net.audioproj(self._windows(audio_windows, start, stop)[None].to(self.device, self.dtype))
+            # Frames past the audio's end are its padding: silent too.
+            clip_is_silent = silence is not None and all(silence[i] if i < len(silence) else True for i in range(start, stop))
             prepared = prepare_clip(
                 net, clip_conditions, clip_text, audio_tokens, denoiser_reference, config.guidance,
-                config.region_scales, config.num_inference_steps,
+                SILENT_REGION_SCALES if clip_is_silent else config.region_scales, config.num_inference_steps,
             )
 
             clip_start_latents = None

@@ -24,6 +24,7 @@ from ..emocast_core.scheduling import noise_levels
 from ..emocast_core.validation import NODE_OPTIONS, SamplingSettings, check_sampling, worded_for
 from .sampler import (
     cfg_input,
+    audio_off_in_silence_input,
     colour_anchor_input,
     compile_input,
     latent_samples,
@@ -161,6 +162,7 @@ class EmoCASTSamplerCustom(io.ComfyNode):
                                         "(a second pass). Frame i starts from latent frame i."),
                 compile_input(),
                 colour_anchor_input(),
+                audio_off_in_silence_input(),
             ],
             outputs=video_outputs(),
             hidden=[io.Hidden.unique_id],
@@ -169,7 +171,7 @@ class EmoCASTSamplerCustom(io.ComfyNode):
     @classmethod
     def execute(cls, model, reference, emotion, audio_features, sampler, sigmas, seed, cfg, overlap, audio_cfg,
                 emotion_cfg, pose_weight, face_weight, lip_weight, motion_frames, latent=None,
-                compile=False, colour_anchor=False) -> io.NodeOutput:
+                compile=False, colour_anchor=False, audio_off_in_silence=False) -> io.NodeOutput:
         clip_length = audio_features.clip_length
         with worded_for(NODE_OPTIONS):
             check_sampling(SamplingSettings(
@@ -194,6 +196,7 @@ class EmoCASTSamplerCustom(io.ComfyNode):
             seed=seed,
             compile=compile,
             colour_anchor=colour_anchor,
+            audio_off_in_silence=audio_off_in_silence,
         )
         if audio_features.silent:
             config = for_silent_speech(config)

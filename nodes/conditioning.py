@@ -6,7 +6,7 @@ import logging
 import comfy.model_management as mm
 from comfy_api.latest import io
 
-from ..emocast_core.conditioning.audio_decode import load_audio
+from ..emocast_core.conditioning.audio_decode import load_audio, silent_frames
 from ..emocast_core.conditioning.emotion import EMOTION_PRESETS, keyframe_embeddings
 from ..emocast_core.conditioning.emotion_schedule import EmotionKeyframe
 from ..emocast_core.validation import (
@@ -211,7 +211,8 @@ class EmoCASTAudioFeatures(io.ComfyNode):
         # Streamed: the sampler gets each clip's features when it reaches that clip (flat memory for long
         # audio); they are computed wherever the encoder's weights are at that time.
         features = audio_encoder.encoder.stream(load_audio(span), fps=fps, clip_length=clip_length, allow_silence=silent)
-        result = AudioFeaturesInput(features=features, clip_length=int(clip_length), audio=used_audio, silent=silent)
+        result = AudioFeaturesInput(features=features, clip_length=int(clip_length), audio=used_audio, silent=silent,
+                                    silent_frames=silent_frames(span, fps, features.num_frames))
         return io.NodeOutput(result, used_audio, int(features.num_frames), float(fps))
 
 

@@ -94,6 +94,13 @@ def colour_anchor_input():
                                     "on). Acts on the images; the latent output stays the network's own.")
 
 
+def audio_off_in_silence_input():
+    return io.Boolean.Input("audio_off_in_silence", default=False, optional=True,
+                            tooltip="Clips whose audio is all silence run without the audio's influence, as a silent "
+                                    "file does (off = upstream; the demo workflows turn it on: the demo model "
+                                    "dissolves the face during pauses).")
+
+
 def video_outputs() -> list:
     return [
         io.Image.Output(display_name="images",
@@ -137,6 +144,7 @@ class EmoCASTSampler(io.ComfyNode):
                                        "ignores the latent; lower keeps more of it. Below 1 needs a latent."),
                 compile_input(),
                 colour_anchor_input(),
+                audio_off_in_silence_input(),
             ],
             outputs=video_outputs(),
             hidden=[io.Hidden.unique_id],
@@ -145,7 +153,7 @@ class EmoCASTSampler(io.ComfyNode):
     @classmethod
     def execute(cls, model, reference, emotion, audio_features, seed, steps, cfg, solver, overlap, audio_cfg,
                 emotion_cfg, guidance_fraction, pose_weight, face_weight, lip_weight, motion_frames, latent=None,
-                denoise=1.0, compile=False, colour_anchor=False) -> io.NodeOutput:
+                denoise=1.0, compile=False, colour_anchor=False, audio_off_in_silence=False) -> io.NodeOutput:
         clip_length = audio_features.clip_length
         with worded_for(NODE_OPTIONS):
             check_sampling(SamplingSettings(
@@ -166,6 +174,7 @@ class EmoCASTSampler(io.ComfyNode):
             compile=compile,
             denoise=denoise,
             colour_anchor=colour_anchor,
+            audio_off_in_silence=audio_off_in_silence,
         )
         if denoise < 1.0 and latent is None:
             raise ValueError(f"denoise {denoise} needs a latent to start from: connect one to 'latent' or set denoise to 1")
@@ -222,7 +231,7 @@ def run_sampler(node_id, model, reference, emotion, audio_features, config: Gene
             audio_features.features, num_frames, config,
             progress=on_step, should_cancel=mm.processing_interrupted,
             preview_every=PREVIEW_EVERY_STEPS if step_previews and latent_previewer is None else 0,
-            start_latents=start_latents, clip_sampler=clip_sampler,
+            start_latents=start_latents, clip_sampler=clip_sampler, silent_frames=audio_features.silent_frames,
         ):
             frames.append(clip.frames.to(mm.intermediate_device()))
             latents.append(clip.latents.to(mm.intermediate_device()))

@@ -80,6 +80,8 @@ class AudioFeaturesInput:
     clip_length: int
     audio: Optional[dict] = None  # the exact span used, as a ComfyUI AUDIO dict
     silent: bool = False  # the speech is silent: the sampler turns the audio's influence off
+    # (num_frames,) bool: the frames whose sound is silent, for the sampler's audio_off_in_silence.
+    silent_frames: Optional[torch.Tensor] = None
 
     @property
     def num_frames(self) -> int:

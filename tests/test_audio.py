@@ -553,3 +553,17 @@ def test_vocal_separator_rejects_wrong_layout_and_missing_file(tmp_path):
         VocalSeparator(_gain_model(tmp_path / "gain.onnx", 1.0, 64, 32), SMALL_MDX)
     with pytest.raises(FileNotFoundError):
         VocalSeparator(tmp_path / "Kim_Vocal_2.onnx")
+
+
+def test_silent_frames_are_the_frames_whose_sound_is_below_the_silence_peak():
+    from emocast_core.conditioning.audio_decode import SILENCE_PEAK_DBFS, DecodedAudio, silent_frames
+
+    rate, fps = 16000, 25
+    per_frame = rate // fps
+    waveform = np.zeros(10 * per_frame, dtype=np.float32)
+    waveform[2 * per_frame + 5] = 0.5  # a click inside frame 2
+    waveform[5 * per_frame:7 * per_frame] = 0.1 * np.sin(np.arange(2 * per_frame, dtype=np.float32))  # frames 5, 6
+    waveform[8 * per_frame] = 0.5 * 10 ** (SILENCE_PEAK_DBFS / 20)  # below the silence peak: still silent
+    silent = silent_frames(DecodedAudio(waveform, rate), fps, num_frames=12)
+    assert silent.dtype == torch.bool and silent.shape == (12,)
+    assert silent.tolist() == [True, True, False, True, True, False, False, True, True, True, True, True]  # 10, 11: past the end

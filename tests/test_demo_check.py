@@ -64,7 +64,8 @@ def test_the_check_runs_the_demo_command_and_writes_its_report(tmp_path):
     assert set(video["upside_down_frames"]) <= set(range(20)) and video["colour_drift_delta_e"] == 0.0  # < 2 s
     assert 0 <= video["identity_colour_error"] < 1 and video["seam_ratio"] >= 0
     assert json.loads((tmp_path / "eval" / "demo_check.json").read_text()) == report
-    assert report["settings"]["colour_anchor"] is True  # the command's default, recorded with the figures
+    # The command's defaults, recorded with the figures.
+    assert report["settings"]["colour_anchor"] is True and report["settings"]["audio_off_in_silence"] is True
     assert (tmp_path / "eval" / "demo_videos" / "happy.mp4").is_file()  # kept for a person to look at
     silence = report["silence"]  # the same speech with digital silence before, inside and after it
     assert silence["frames"] == 20 + round(25 * sum(PAUSES.values())) and silence["silent_frames"] >= 25 * 1.6
@@ -75,9 +76,9 @@ def test_the_check_runs_the_demo_command_and_writes_its_report(tmp_path):
     ((), True), (("--no-colour-anchor",), False), (("--steps", "1", "--no-colour-anchor", "--colour-anchor"), True),
 ])
 def test_the_report_says_whether_colours_were_anchored(extra_args, expected):
-    from emocast_research.synthetic.demo_check import colour_anchor_of
+    from emocast_research.synthetic.demo_check import switch_of
 
-    assert colour_anchor_of(extra_args) is expected
+    assert switch_of(extra_args, "--colour-anchor", True) is expected
 
 
 def test_silent_frames_are_those_whose_sound_is_all_zeros():

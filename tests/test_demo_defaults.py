@@ -83,3 +83,11 @@ def test_released_weights_do_not_anchor_colours_unless_asked():
     base = ["generate", "--image", "p.png", "--audio", "s.wav", "--models", "m", "--out", "x.mp4"]
     assert generate.request_from_args(build_parser().parse_args(base)).generation.colour_anchor is False
     assert generate.request_from_args(build_parser().parse_args(base + ["--colour-anchor"])).generation.colour_anchor is True
+
+
+def test_demo_turns_the_audio_off_in_silent_clips_unless_told_not_to(monkeypatch, tmp_path):
+    made = _request_made_by(monkeypatch, tmp_path).generation
+    assert made.audio_off_in_silence is generate.DEMO_AUDIO_OFF_IN_SILENCE is True
+    assert _request_made_by(monkeypatch, tmp_path, "--no-audio-off-in-silence").generation.audio_off_in_silence is False
+    base = ["generate", "--image", "p.png", "--audio", "s.wav", "--models", "m", "--out", "x.mp4"]
+    assert generate.request_from_args(build_parser().parse_args(base)).generation.audio_off_in_silence is False

@@ -235,6 +235,7 @@ def _sample(nodes, conditions, features, changes):
 OPTIONS_TESTED_ELSEWHERE = {
     "compile": "test_compile_option_compiles_the_step",
     "denoise": "test_latent_feeds_a_second_pass_at_lower_denoise",
+    "audio_off_in_silence": "test_audio_off_in_silence_reaches_the_pipeline",
 }
 
 
@@ -262,6 +263,32 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 def _conditioning(conditions):
     return dict(model=conditions["model"], reference=conditions["reference"], emotion=conditions["emotion"],
                 audio_features=conditions["features"])
+
+
+def _all_silent(features, num_frames):
+    """The test speech has no pause: these features claim every frame silent, as EmoCAST Audio Features
+    marks the frames of a pause."""
+    import dataclasses
+
+    return dataclasses.replace(features, silent_frames=torch.ones(num_frames, dtype=torch.bool))
+
+
+def test_audio_off_in_silence_reaches_the_pipeline(nodes, conditions, short_clip_features, base_frames):
+    silent = _all_silent(short_clip_features, conditions["frame_count"])
+    assert torch.equal(_sample(nodes, conditions, silent, {}), base_frames)  # off: the silence is not read
+    images = _sample(nodes, conditions, silent, {"audio_off_in_silence": True})
+    assert (images - base_frames).abs().max().item() > 1e-4
+    # Through the ComfyUI-solver node too.
+    silent_conditions = {**conditions, "features": _all_silent(conditions["features"], conditions["frame_count"])}
+    plain = _custom(nodes, silent_conditions, "euler")[0]
+    muted = _custom(nodes, silent_conditions, "euler", audio_off_in_silence=True)[0]
+    assert (muted - plain).abs().max().item() > 1e-4
+
+
+def test_audio_features_mark_the_silent_frames(nodes, conditions):
+    features = conditions["features"]
+    assert features.silent_frames is not None and features.silent_frames.dtype == torch.bool
+    assert features.silent_frames.shape == (conditions["frame_count"],)
 
 
 def test_compile_option_compiles_the_step(nodes, conditions, monkeypatch):

@@ -94,7 +94,9 @@ def _run(fixture, bank_dtype="float16", progress=None, scheduler=None, **changes
         num_frames = changes.pop("num_frames", int(expected["audio_length"]))
         windows = changes.pop("audio_windows", expected["audio_windows"])
         emotion = changes.pop("emotion", emotion)
-        return pipe(reference, emotion, windows, num_frames, _generation_config(config_json, **changes), progress=progress)
+        silent_frames = changes.pop("silent_frames", None)
+        return pipe(reference, emotion, windows, num_frames, _generation_config(config_json, **changes), progress=progress,
+                    silent_frames=silent_frames)
     finally:
         net.config.upstream.reference_bank_dtype = "float16"
 
@@ -192,6 +194,32 @@ def test_colour_anchoring_acts_on_each_clip_before_the_next_continues_from_it(fi
     assert torch.allclose(anchored[:clip_length], anchor_colours(plain[:clip_length], portrait), atol=1e-5)
     assert not torch.allclose(anchored[clip_length:], anchor_colours(plain[clip_length:], portrait), atol=1e-3)
     assert ((anchored - portrait) ** 2).mean() < ((plain - portrait) ** 2).mean()
+
+
+def test_silent_clips_run_without_the_audio_when_asked(fixture):
+    """With audio_off_in_silence, a clip whose frames are all silent is made with region scales 0 (a
+    clip with one sounding frame is not); without the switch nothing changes."""
+    from emocast_core.pipeline import SILENT_REGION_SCALES
+
+    clip_length = fixture[0]["runtime"]["n_sample_frames"]
+    num_frames = 2 * clip_length
+    second_clip_silent = torch.zeros(num_frames, dtype=torch.bool)
+    second_clip_silent[clip_length:] = True
+    plain = _run(fixture, num_frames=num_frames, num_inference_steps=2)
+    asked = _run(fixture, num_frames=num_frames, num_inference_steps=2, audio_off_in_silence=True,
+                 silent_frames=second_clip_silent)
+    assert torch.equal(asked[:clip_length], plain[:clip_length])  # the sounding clip is untouched
+    assert not torch.allclose(asked[clip_length:], plain[clip_length:])
+    # A wholly silent video is the video made with region scales 0 (what a silent file gets).
+    all_silent = torch.ones(num_frames, dtype=torch.bool)
+    assert torch.equal(_run(fixture, num_frames=num_frames, num_inference_steps=2, audio_off_in_silence=True,
+                            silent_frames=all_silent),
+                       _run(fixture, num_frames=num_frames, num_inference_steps=2, region_scales=SILENT_REGION_SCALES))
+    one_sounding = second_clip_silent.clone()
+    one_sounding[-1] = False
+    assert torch.equal(_run(fixture, num_frames=num_frames, num_inference_steps=2, audio_off_in_silence=True,
+                            silent_frames=one_sounding), plain)
+    assert torch.equal(_run(fixture, num_frames=num_frames, num_inference_steps=2, silent_frames=second_clip_silent), plain)
 
 
 def test_clip_starts_cover_the_video():

@@ -190,6 +190,18 @@ def is_silent(waveform: np.ndarray, peak_dbfs: float = SILENCE_PEAK_DBFS) -> boo
     return peak < 10.0 ** (peak_dbfs / 20.0)
 
 
+def silent_frames(audio: DecodedAudio, fps: float, num_frames: int) -> torch.Tensor:
+    """(num_frames,) bool on the CPU: the video frames whose stretch of sound, [i / fps, (i + 1) / fps)
+    of ``audio``, is silent by :func:`is_silent`'s rule; frames past the end of the audio count as silent."""
+    samples_per_frame = audio.sample_rate / float(fps)
+    silent = torch.ones(num_frames, dtype=torch.bool)
+    for frame in range(num_frames):
+        start, stop = int(round(frame * samples_per_frame)), int(round((frame + 1) * samples_per_frame))
+        if start < audio.waveform.shape[0]:
+            silent[frame] = is_silent(audio.waveform[start:stop])
+    return silent
+
+
 def _decode_file(path: Path, sample_rate: int) -> np.ndarray:
     """The first audio stream of ``path`` as mono float32 at ``sample_rate``, decoded block by block."""
     if not path.is_file():
@@ -285,4 +297,5 @@ __all__ = [
     "load_audio",
     "resample",
     "is_silent",
+    "silent_frames",
 ]

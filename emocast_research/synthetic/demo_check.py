@@ -48,7 +48,7 @@ from emocast_core.conditioning.audio_decode import load_audio
 from emocast_core.demo.bundle import DemoBundle
 from emocast_core.demo.drawn_faces import SyntheticRecognizer
 from emocast_core.demo.face import demo_face_analyzer
-from emocast_core.generate import DEMO_COLOUR_ANCHOR, DEMO_OVERLAP
+from emocast_core.generate import DEMO_AUDIO_OFF_IN_SILENCE, DEMO_COLOUR_ANCHOR, DEMO_OVERLAP
 from emocast_core.validation import find_face, read_image_file
 from emocast_core.video import read_video_frames, write_wav
 
@@ -77,11 +77,12 @@ def run_demo_command(emotion: str, out: Path, extra_args=()) -> dict:
     return {"seconds": round(wall, 1), "cpu_seconds": round(cpu, 1)}
 
 
-def colour_anchor_of(extra_args) -> bool:
-    """Whether the command anchors colours with these extra arguments: its `--demo` default unless they
-    turn it on or off (the last switch wins, as in argparse)."""
-    switches = [arg for arg in extra_args if arg in ("--colour-anchor", "--no-colour-anchor")]
-    return switches[-1] == "--colour-anchor" if switches else DEMO_COLOUR_ANCHOR
+def switch_of(extra_args, option: str, demo_default: bool) -> bool:
+    """Whether the command's on/off `option` (e.g. "--colour-anchor") is on with these extra arguments:
+    its `--demo` default unless they turn it on or off (the last switch wins, as in argparse)."""
+    negated = "--no-" + option[2:]
+    switches = [arg for arg in extra_args if arg in (option, negated)]
+    return switches[-1] == option if switches else demo_default
 
 
 def colour_drift(frames: np.ndarray, fps: float) -> float:
@@ -223,7 +224,8 @@ def check_demo(work: Path | None = None, emotions=EMOTIONS, frame_reader=None, a
             results[emotion] = result
         silence = check_silence(videos / "silences.mp4", speech, rate, fps, reference, extra_args)
     report = {"settings": {"clip_length": clip_length, "overlap": overlap, "size": bundle.size,
-                           "colour_anchor": colour_anchor_of(extra_args),
+                           "colour_anchor": switch_of(extra_args, "--colour-anchor", DEMO_COLOUR_ANCHOR),
+                           "audio_off_in_silence": switch_of(extra_args, "--audio-off-in-silence", DEMO_AUDIO_OFF_IN_SILENCE),
                            "people_compared": len(people), "extra_args": [*audio_args, *extra_args]},
               "videos": results, "silence": silence}
     if work is not None:
