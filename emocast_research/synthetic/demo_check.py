@@ -44,7 +44,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from emocast_core.conditioning.audio_decode import load_audio
+from emocast_core.conditioning.audio_decode import DecodedAudio, load_audio
+from emocast_core.conditioning.audio_decode import silent_frames as core_silent_frames
 from emocast_core.demo.bundle import DemoBundle
 from emocast_core.demo.drawn_faces import SyntheticRecognizer
 from emocast_core.demo.face import demo_face_analyzer
@@ -55,7 +56,7 @@ from emocast_core.video import read_video_frames, write_wav
 from ..evaluation.temporal import mouth_audio_correlation, seam_ratio
 from .corpus import identity_from_dict
 from .faces import EMOTIONS, portrait_of
-from .speech import frame_windows, insert_silences, mouth_openings
+from .speech import insert_silences, mouth_openings
 
 PROMPT_FORM = "A person is talking with {} emotion."  # the README command's wording
 # Seconds of digital silence added to the sample speech for the silence run: before it, between two
@@ -124,9 +125,9 @@ def upside_down_frames(frames: np.ndarray, reference: np.ndarray) -> list[int]:
 
 
 def silent_frames(waveform: np.ndarray, rate: int, fps: float, num_frames: int) -> np.ndarray:
-    """(num_frames,) bool: the frames whose stretch of sound ([i / fps, (i + 1) / fps)) is all zeros."""
-    return np.array([window.size > 0 and not np.any(window) for window in frame_windows(waveform, num_frames, fps, rate)],
-                    dtype=bool)
+    """(num_frames,) bool: the frames whose stretch of sound ([i / fps, (i + 1) / fps)) is silent, by the
+    rule the command itself uses for `--audio-off-in-silence` (digital silence counts, speech does not)."""
+    return core_silent_frames(DecodedAudio(np.asarray(waveform, dtype=np.float32), rate), fps, num_frames).numpy()
 
 
 def change_from(frames: np.ndarray, reference: np.ndarray) -> np.ndarray:
