@@ -6,8 +6,8 @@
 
 For each emotion this runs what `python -m emocast_core generate --demo --emotion ...` runs (the
 bundled portrait and speech, the demo model's resolution, clip length, overlap, colour anchoring,
-silence handling, sampling preset and seed, the same `generate_video` and MP4 writer) on the first seconds of the sample speech, reads the
-MP4's frames back and lays them out:
+silence handling, motion-frame mix, sampling preset and seed, the same `generate_video` and MP4
+writer) on the first seconds of the sample speech, reads the MP4's frames back and lays them out:
 
 * a contact sheet: one row per emotion, columns = moments spread over the video;
 * an animated GIF with the emotions side by side (a small shared palette, so it stays small).
@@ -59,11 +59,14 @@ class DemoVideoSettings:
     fps: int = 25
 
     def generation(self, clip_length: int):
-        from emocast_core.generate import DEMO_AUDIO_OFF_IN_SILENCE, DEMO_COLOUR_ANCHOR, DEMO_OVERLAP, DEMO_SPEED
+        from emocast_core.generate import (
+            DEMO_AUDIO_OFF_IN_SILENCE, DEMO_COLOUR_ANCHOR, DEMO_MOTION_REFERENCE_MIX, DEMO_OVERLAP, DEMO_SPEED,
+        )
         from emocast_core.pipeline import GenerationConfig, generation_config_from_preset
 
         shared = dict(clip_length=clip_length, overlap=min(DEMO_OVERLAP, clip_length - 1), seed=self.seed,
-                      colour_anchor=DEMO_COLOUR_ANCHOR, audio_off_in_silence=DEMO_AUDIO_OFF_IN_SILENCE)
+                      colour_anchor=DEMO_COLOUR_ANCHOR, audio_off_in_silence=DEMO_AUDIO_OFF_IN_SILENCE,
+                      motion_reference_mix=DEMO_MOTION_REFERENCE_MIX)
         if self.steps is None:
             return generation_config_from_preset(DEMO_SPEED, **shared)
         return GenerationConfig(num_inference_steps=self.steps, sampler="ddim", **shared)

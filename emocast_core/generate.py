@@ -65,6 +65,13 @@ DEMO_COLOUR_ANCHOR = True
 # featureless oval; without the audio there it keeps a closed mouth and traces of the eyes
 # (docs/demo-model.md, "What the command shows"). Off without --demo (upstream).
 DEMO_AUDIO_OFF_IN_SILENCE = True
+# The share of the portrait in every motion frame when --demo is given and --motion-reference-mix is
+# not. The demo network's clips copy each other's shapes as well as their colours: without it the
+# neutral face settles into angry brows, the happy face loses its eyes and the surprised face its hair
+# over the sentence. A quarter of the portrait keeps each face's features and its expression (angry's
+# brows stay); half of it also undid angry's brows (docs/demo-model.md, "Motion frames and the
+# portrait"). Off without --demo (upstream).
+DEMO_MOTION_REFERENCE_MIX = 0.25
 
 
 @dataclass
@@ -289,6 +296,10 @@ def add_generate_command(subparsers) -> None:
     sampling.add_argument("--audio-off-in-silence", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                           help="clips whose audio is all silence run without the audio's influence (default: off = "
                                "upstream; on with --demo)")
+    sampling.add_argument("--motion-reference-mix", type=float, default=argparse.SUPPRESS,
+                          help="share of the portrait mixed into the frames each clip continues from, 0 to 1, so a "
+                               f"shape gone wrong is not carried from clip to clip (default: 0 = upstream; "
+                               f"{DEMO_MOTION_REFERENCE_MIX:g} with --demo)")
     sampling.add_argument("--clip-length", type=int, default=None, help="frames generated together (16; the demo model's own with --demo)")
     sampling.add_argument("--pose-weight", type=float, default=1.0, help="audio influence on head pose / background")
     sampling.add_argument("--face-weight", type=float, default=1.0, help="audio influence on the face (without lips)")
@@ -313,6 +324,7 @@ def request_from_args(args: argparse.Namespace) -> GenerateRequest:
     objects refuse bad ones with messages that name no option."""
     region_weights = (args.pose_weight, args.face_weight, args.lip_weight)
     overlap = getattr(args, "overlap", 0)
+    motion_reference_mix = getattr(args, "motion_reference_mix", 0.0)
     # The --speed preset fills what the options leave unset.
     # (Unset options are absent from `args`: argparse.SUPPRESS keeps "default: None" out of --help.)
     preset = SAMPLING_PRESETS[getattr(args, "speed", "upstream")]
@@ -322,7 +334,7 @@ def request_from_args(args: argparse.Namespace) -> GenerateRequest:
     check_sampling(SamplingSettings(
         steps=steps, cfg=args.cfg, audio_cfg=args.audio_cfg, emotion_cfg=args.emotion_cfg,
         cfg_fraction=cfg_fraction, sampler=sampler, seed=args.seed, overlap=overlap,
-        clip_length=args.clip_length or 16, region_weights=region_weights,
+        clip_length=args.clip_length or 16, region_weights=region_weights, motion_reference_mix=motion_reference_mix,
     ))
     generation = GenerationConfig(
         num_inference_steps=steps,
@@ -335,6 +347,7 @@ def request_from_args(args: argparse.Namespace) -> GenerateRequest:
         compile=args.compile,
         colour_anchor=getattr(args, "colour_anchor", False),
         audio_off_in_silence=getattr(args, "audio_off_in_silence", False),
+        motion_reference_mix=motion_reference_mix,
     )
     return GenerateRequest(
         image=args.image,
@@ -374,6 +387,7 @@ def run_generate(args: argparse.Namespace) -> int:
         args.speed = getattr(args, "speed", DEMO_SPEED)
         args.colour_anchor = getattr(args, "colour_anchor", DEMO_COLOUR_ANCHOR)
         args.audio_off_in_silence = getattr(args, "audio_off_in_silence", DEMO_AUDIO_OFF_IN_SILENCE)
+        args.motion_reference_mix = getattr(args, "motion_reference_mix", DEMO_MOTION_REFERENCE_MIX)
         if getattr(args, "threads", None) is None and not os.environ.get("OMP_NUM_THREADS"):
             import torch
 

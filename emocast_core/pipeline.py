@@ -7,7 +7,8 @@ DDIM 40 steps (v-prediction, zero-terminal SNR, trailing), one joint guidance sc
 clips continuing the previous clip's last 2 frames, output trimmed to the audio's frame count.
 
 Beyond upstream (all opt-in): overlapping clips cross-faded at their borders, colours held to the
-reference portrait's (`colour_anchor`), separate audio and emotion guidance, guidance on a fraction
+reference portrait's (`colour_anchor`), motion frames pulled toward the portrait
+(`motion_reference_mix`), silent clips made without the audio (`audio_off_in_silence`), separate audio and emotion guidance, guidance on a fraction
 of the steps, per-frame emotion (keyframes), other solvers, progress/preview and cancellation hooks,
 the video's latents out and in (a second pass from given latents at `denoise` < 1), and any
 per-clip sampling loop (`ClipSampler`), e.g. ComfyUI's.
@@ -110,6 +111,13 @@ class GenerationConfig:
     # influence, as a silent file does (region scales 0): on the demo model the wav2vec2 features of a
     # pause dissolve the face into a featureless oval. Off = upstream, which reads every clip's audio.
     audio_off_in_silence: bool = False
+    # How far each motion-frame latent is moved toward the reference portrait's latent (0 to 1) before the
+    # next clip continues from it. Every clip after the first continues from frames the network made, so
+    # a shape it got wrong (eyes fading, brows settling into another expression) is copied and grows clip
+    # after clip; a share of the reference in the motion frames pulls each clip back toward the portrait
+    # while the text and audio still shape it. 0 = upstream (the previous clip's frames as they are);
+    # 1 = every clip starts from the portrait, as the first one does.
+    motion_reference_mix: float = 0.0
 
     def __post_init__(self):
         if not 0.0 < self.denoise <= 1.0:
@@ -120,6 +128,8 @@ class GenerationConfig:
             raise ValueError(f"overlap must be in [0, clip_length), got {self.overlap}")
         if self.num_inference_steps < 1:
             raise ValueError("num_inference_steps must be at least 1")
+        if not 0.0 <= self.motion_reference_mix <= 1.0:
+            raise ValueError(f"motion_reference_mix must be in [0, 1], got {self.motion_reference_mix}")
 
 
 @dataclass(frozen=True)
@@ -406,6 +416,9 @@ class EmoCASTPipeline:
                 next_start = starts[clip_index + 1] - start
                 motion_frames = torch.cat([motion_frames, frames[:next_start]])[-config.num_motion_frames:]
                 motion_latents = self._encode_images(motion_frames.permute(0, 3, 1, 2) * 2 - 1)
+                if config.motion_reference_mix > 0:
+                    motion_latents = torch.lerp(motion_latents, reference_latent.expand_as(motion_latents),
+                                                config.motion_reference_mix)
 
             # 4. Emit finished frames; overlapping frames are cross-faded with the previous clip (and
             # their latents likewise, so that the latent output follows the frames).

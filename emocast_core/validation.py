@@ -58,7 +58,7 @@ API_OPTIONS = OptionNames(
            "cfg_fraction": "generation.guidance.active_fraction", "overlap": "generation.overlap",
            "clip_length": "generation.clip_length", "sampler": "generation.sampler", "seed": "generation.seed",
            "pose_weight": "generation.region_scales", "face_weight": "generation.region_scales",
-           "lip_weight": "generation.region_scales"},
+           "lip_weight": "generation.region_scales", "motion_reference_mix": "generation.motion_reference_mix"},
     assignment="{name}={value!r}",
 )
 NODE_OPTIONS = OptionNames(
@@ -223,6 +223,7 @@ class SamplingSettings:
     overlap: int = 0
     clip_length: int = 16
     region_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)  # pose, face, lip
+    motion_reference_mix: float = 0.0
 
     @classmethod
     def from_config(cls, config) -> "SamplingSettings":
@@ -232,7 +233,7 @@ class SamplingSettings:
             steps=config.num_inference_steps, cfg=guidance.scale, audio_cfg=guidance.audio_scale,
             emotion_cfg=guidance.emotion_scale, cfg_fraction=guidance.active_fraction, sampler=config.sampler,
             seed=config.seed, overlap=config.overlap, clip_length=config.clip_length,
-            region_weights=tuple(config.region_scales),
+            region_weights=tuple(config.region_scales), motion_reference_mix=config.motion_reference_mix,
         )
 
 
@@ -257,6 +258,8 @@ def check_sampling(settings: SamplingSettings) -> SamplingSettings:
         raise InputError("region_weights", "give three region weights (pose, face, lip)")
     for name, weight in zip(("pose_weight", "face_weight", "lip_weight"), settings.region_weights):
         check_range(name, weight, 0, 10, meaning="1 is upstream's")
+    check_range("motion_reference_mix", settings.motion_reference_mix, 0, 1,
+                meaning="0 is upstream's (motion frames as the previous clip made them), 1 starts every clip from the portrait")
     return settings
 
 

@@ -66,6 +66,7 @@ def test_the_check_runs_the_demo_command_and_writes_its_report(tmp_path):
     assert json.loads((tmp_path / "eval" / "demo_check.json").read_text()) == report
     # The command's defaults, recorded with the figures.
     assert report["settings"]["colour_anchor"] is True and report["settings"]["audio_off_in_silence"] is True
+    assert report["settings"]["motion_reference_mix"] == 0.25
     assert (tmp_path / "eval" / "demo_videos" / "happy.mp4").is_file()  # kept for a person to look at
     silence = report["silence"]  # the same speech with digital silence before, inside and after it
     assert silence["frames"] == 20 + round(25 * sum(PAUSES.values())) and silence["silent_frames"] >= 25 * 1.6
@@ -79,6 +80,16 @@ def test_the_report_says_whether_colours_were_anchored(extra_args, expected):
     from emocast_research.synthetic.demo_check import switch_of
 
     assert switch_of(extra_args, "--colour-anchor", True) is expected
+
+
+@pytest.mark.parametrize("extra_args, expected", [
+    ((), 0.25), (("--motion-reference-mix", "0"), 0.0), (("--motion-reference-mix=0.5", "--steps", "1"), 0.5),
+    (("--motion-reference-mix", "0.5", "--motion-reference-mix", "1"), 1.0),
+])
+def test_the_report_says_how_much_portrait_the_motion_frames_had(extra_args, expected):
+    from emocast_research.synthetic.demo_check import number_of
+
+    assert number_of(extra_args, "--motion-reference-mix", 0.25) == expected
 
 
 def test_silent_frames_are_those_whose_sound_is_all_zeros():

@@ -91,3 +91,12 @@ def test_demo_turns_the_audio_off_in_silent_clips_unless_told_not_to(monkeypatch
     assert _request_made_by(monkeypatch, tmp_path, "--no-audio-off-in-silence").generation.audio_off_in_silence is False
     base = ["generate", "--image", "p.png", "--audio", "s.wav", "--models", "m", "--out", "x.mp4"]
     assert generate.request_from_args(build_parser().parse_args(base)).generation.audio_off_in_silence is False
+
+
+def test_demo_mixes_the_portrait_into_motion_frames_unless_told_otherwise(monkeypatch, tmp_path):
+    made = _request_made_by(monkeypatch, tmp_path).generation
+    assert made.motion_reference_mix == generate.DEMO_MOTION_REFERENCE_MIX == 0.25
+    assert _request_made_by(monkeypatch, tmp_path, "--motion-reference-mix", "0").generation.motion_reference_mix == 0.0
+    base = ["generate", "--image", "p.png", "--audio", "s.wav", "--models", "m", "--out", "x.mp4"]
+    assert generate.request_from_args(build_parser().parse_args(base)).generation.motion_reference_mix == 0.0
+    assert generate.request_from_args(build_parser().parse_args(base + ["--motion-reference-mix", "0.5"])).generation.motion_reference_mix == 0.5

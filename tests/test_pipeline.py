@@ -196,6 +196,36 @@ def test_colour_anchoring_acts_on_each_clip_before_the_next_continues_from_it(fi
     assert ((anchored - portrait) ** 2).mean() < ((plain - portrait) ** 2).mean()
 
 
+def test_motion_reference_mix_moves_the_motion_frames_toward_the_portrait(fixture, monkeypatch):
+    """Each clip after the first continues from its motion-frame latents moved `motion_reference_mix` of the
+    way toward the portrait's latent: 0 leaves them as the previous clip made them, 1 is the portrait itself
+    (as for the first clip); the first clip is the same at any mix."""
+    import emocast_core.pipeline as pipeline_module
+
+    seen = []
+
+    def recording(net, motion_latents, conditions):
+        seen.append(motion_latents.detach().clone())
+        return encode_motion_frames(net, motion_latents, conditions)
+
+    encode_motion_frames = pipeline_module.encode_motion_frames
+    monkeypatch.setattr(pipeline_module, "encode_motion_frames", recording)
+    clip_length = fixture[0]["runtime"]["n_sample_frames"]
+    runs = {}
+    for mix in (0.0, 0.5, 1.0):
+        seen.clear()
+        frames = _run(fixture, num_frames=2 * clip_length, num_inference_steps=2, motion_reference_mix=mix)
+        runs[mix] = (frames, list(seen))
+    (plain, (portrait_latents, made_latents)), (half, half_latents), (full, full_latents) = runs[0.0], runs[0.5], runs[1.0]
+    assert not torch.allclose(made_latents, portrait_latents, atol=1e-3)  # clip 2 continues from generated frames
+    torch.testing.assert_close(half_latents[1], (made_latents + portrait_latents) / 2)
+    torch.testing.assert_close(full_latents[1], portrait_latents)
+    assert torch.equal(half[:clip_length], plain[:clip_length]) and torch.equal(full[:clip_length], plain[:clip_length])
+    assert not torch.allclose(half[clip_length:], plain[clip_length:])
+    with pytest.raises(ValueError, match="motion_reference_mix"):
+        GenerationConfig(motion_reference_mix=-0.1)
+
+
 def test_silent_clips_run_without_the_audio_when_asked(fixture):
     """With audio_off_in_silence, a clip whose frames are all silent is made with region scales 0 (a
     clip with one sounding frame is not); without the switch nothing changes."""

@@ -49,7 +49,7 @@ from emocast_core.conditioning.audio_decode import silent_frames as core_silent_
 from emocast_core.demo.bundle import DemoBundle
 from emocast_core.demo.drawn_faces import SyntheticRecognizer
 from emocast_core.demo.face import demo_face_analyzer
-from emocast_core.generate import DEMO_AUDIO_OFF_IN_SILENCE, DEMO_COLOUR_ANCHOR, DEMO_OVERLAP
+from emocast_core.generate import DEMO_AUDIO_OFF_IN_SILENCE, DEMO_COLOUR_ANCHOR, DEMO_MOTION_REFERENCE_MIX, DEMO_OVERLAP
 from emocast_core.validation import find_face, read_image_file
 from emocast_core.video import read_video_frames, write_wav
 
@@ -84,6 +84,18 @@ def switch_of(extra_args, option: str, demo_default: bool) -> bool:
     negated = "--no-" + option[2:]
     switches = [arg for arg in extra_args if arg in (option, negated)]
     return switches[-1] == option if switches else demo_default
+
+
+def number_of(extra_args, option: str, demo_default: float) -> float:
+    """The command's numeric `option` (e.g. "--motion-reference-mix") with these extra arguments: its
+    `--demo` default unless they give it (the last one wins, as in argparse; "--option=value" too)."""
+    value = demo_default
+    for index, arg in enumerate(extra_args):
+        if arg == option and index + 1 < len(extra_args):
+            value = float(extra_args[index + 1])
+        elif arg.startswith(option + "="):
+            value = float(arg.split("=", 1)[1])
+    return value
 
 
 def colour_drift(frames: np.ndarray, fps: float) -> float:
@@ -227,6 +239,7 @@ def check_demo(work: Path | None = None, emotions=EMOTIONS, frame_reader=None, a
     report = {"settings": {"clip_length": clip_length, "overlap": overlap, "size": bundle.size,
                            "colour_anchor": switch_of(extra_args, "--colour-anchor", DEMO_COLOUR_ANCHOR),
                            "audio_off_in_silence": switch_of(extra_args, "--audio-off-in-silence", DEMO_AUDIO_OFF_IN_SILENCE),
+                           "motion_reference_mix": number_of(extra_args, "--motion-reference-mix", DEMO_MOTION_REFERENCE_MIX),
                            "people_compared": len(people), "extra_args": [*audio_args, *extra_args]},
               "videos": results, "silence": silence}
     if work is not None:
