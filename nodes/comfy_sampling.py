@@ -28,6 +28,7 @@ from .sampler import (
     colour_anchor_input,
     compile_input,
     latent_samples,
+    motion_reference_mix_input,
     overlap_input,
     region_and_motion_inputs,
     run_sampler,
@@ -163,6 +164,7 @@ class EmoCASTSamplerCustom(io.ComfyNode):
                 compile_input(),
                 colour_anchor_input(),
                 audio_off_in_silence_input(),
+                motion_reference_mix_input(),
             ],
             outputs=video_outputs(),
             hidden=[io.Hidden.unique_id],
@@ -171,12 +173,13 @@ class EmoCASTSamplerCustom(io.ComfyNode):
     @classmethod
     def execute(cls, model, reference, emotion, audio_features, sampler, sigmas, seed, cfg, overlap, audio_cfg,
                 emotion_cfg, pose_weight, face_weight, lip_weight, motion_frames, latent=None,
-                compile=False, colour_anchor=False, audio_off_in_silence=False) -> io.NodeOutput:
+                compile=False, colour_anchor=False, audio_off_in_silence=False, motion_reference_mix=0.0) -> io.NodeOutput:
         clip_length = audio_features.clip_length
         with worded_for(NODE_OPTIONS):
             check_sampling(SamplingSettings(
                 cfg=cfg, audio_cfg=audio_cfg or None, emotion_cfg=emotion_cfg or None, seed=seed, overlap=overlap,
                 clip_length=clip_length, region_weights=(pose_weight, face_weight, lip_weight),
+                motion_reference_mix=motion_reference_mix,
             ))
         if sigmas.ndim != 1 or len(sigmas) < 2:
             raise ValueError(f"sigmas must hold at least 2 noise levels, got shape {tuple(sigmas.shape)}; "
@@ -197,6 +200,7 @@ class EmoCASTSamplerCustom(io.ComfyNode):
             compile=compile,
             colour_anchor=colour_anchor,
             audio_off_in_silence=audio_off_in_silence,
+            motion_reference_mix=motion_reference_mix,
         )
         if audio_features.silent:
             config = for_silent_speech(config)

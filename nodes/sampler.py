@@ -101,6 +101,14 @@ def audio_off_in_silence_input():
                                     "dissolves the face during pauses).")
 
 
+def motion_reference_mix_input():
+    return io.Float.Input("motion_reference_mix", default=0.0, min=0.0, max=1.0, step=0.05, optional=True,
+                          tooltip="Share of the reference portrait mixed into the frames each clip continues from, "
+                                  "so a shape gone wrong (fading eyes, brows drifting) is not carried from clip to "
+                                  "clip (0 = upstream; the demo workflows use 0.25; 1 starts every clip from the "
+                                  "portrait).")
+
+
 def video_outputs() -> list:
     return [
         io.Image.Output(display_name="images",
@@ -145,6 +153,7 @@ class EmoCASTSampler(io.ComfyNode):
                 compile_input(),
                 colour_anchor_input(),
                 audio_off_in_silence_input(),
+                motion_reference_mix_input(),
             ],
             outputs=video_outputs(),
             hidden=[io.Hidden.unique_id],
@@ -153,13 +162,14 @@ class EmoCASTSampler(io.ComfyNode):
     @classmethod
     def execute(cls, model, reference, emotion, audio_features, seed, steps, cfg, solver, overlap, audio_cfg,
                 emotion_cfg, guidance_fraction, pose_weight, face_weight, lip_weight, motion_frames, latent=None,
-                denoise=1.0, compile=False, colour_anchor=False, audio_off_in_silence=False) -> io.NodeOutput:
+                denoise=1.0, compile=False, colour_anchor=False, audio_off_in_silence=False,
+                motion_reference_mix=0.0) -> io.NodeOutput:
         clip_length = audio_features.clip_length
         with worded_for(NODE_OPTIONS):
             check_sampling(SamplingSettings(
                 steps=steps, cfg=cfg, audio_cfg=audio_cfg or None, emotion_cfg=emotion_cfg or None,
                 cfg_fraction=guidance_fraction, sampler=solver, seed=seed, overlap=overlap, clip_length=clip_length,
-                region_weights=(pose_weight, face_weight, lip_weight),
+                region_weights=(pose_weight, face_weight, lip_weight), motion_reference_mix=motion_reference_mix,
             ))
         config = GenerationConfig(
             num_inference_steps=steps,
@@ -175,6 +185,7 @@ class EmoCASTSampler(io.ComfyNode):
             denoise=denoise,
             colour_anchor=colour_anchor,
             audio_off_in_silence=audio_off_in_silence,
+            motion_reference_mix=motion_reference_mix,
         )
         if denoise < 1.0 and latent is None:
             raise ValueError(f"denoise {denoise} needs a latent to start from: connect one to 'latent' or set denoise to 1")

@@ -209,7 +209,7 @@ def test_video_combine_and_paste_back(nodes, frames, conditions, models_root):
 OPTION_CHANGES = {
     "seed": 4, "steps": 3, "cfg": 2.0, "solver": "dpmpp_2m", "overlap": 1, "audio_cfg": 2.0, "emotion_cfg": 1.5,
     "guidance_fraction": 0.5, "pose_weight": 0.5, "face_weight": 1.5, "lip_weight": 1.5, "motion_frames": 1,
-    "colour_anchor": True,
+    "colour_anchor": True, "motion_reference_mix": 0.5,
 }
 
 
@@ -385,6 +385,18 @@ def test_comfyui_sampler_anchors_colours_when_asked(nodes, conditions):
     plain = _custom(nodes, conditions, "euler")[0]
     anchored = _custom(nodes, conditions, "euler", colour_anchor=True)[0]
     assert anchored.shape == plain.shape and (anchored - plain).abs().max().item() > 1e-4
+
+
+def test_comfyui_sampler_mixes_the_portrait_into_motion_frames_when_asked(nodes, conditions, short_clip_features):
+    """The motion_reference_mix input reaches the pipeline through the ComfyUI-solver node too (it acts from
+    the second clip on, hence the 3-frame clips); out of range it is refused in the node's own words."""
+    several_clips = {**conditions, "features": short_clip_features}
+    plain = _custom(nodes, several_clips, "euler")[0]
+    mixed = _custom(nodes, several_clips, "euler", motion_reference_mix=0.5)[0]
+    assert mixed.shape == plain.shape and (mixed - plain).abs().max().item() > 1e-4
+    assert torch.equal(mixed[:3], plain[:3])  # the first clip starts from the portrait either way
+    with pytest.raises(ValueError, match=r"^motion_reference_mix must be between 0 and 1, got 1.5"):
+        _custom(nodes, several_clips, "euler", motion_reference_mix=1.5)
 
 def test_comfyui_euler_with_many_steps_approaches_the_builtin_euler(nodes, conditions):
     """Both integrate the same probability-flow ODE from the same noise; they differ only in where the

@@ -231,10 +231,12 @@ def test_picture_is_drawn_from_the_current_layout_and_documented(path):
 @pytest.mark.parametrize("name", sorted(name for name in EXPECTED if name.startswith("demo_")))
 def test_demo_workflows_sample_as_the_demo_command_does(name):
     """The demo graphs make what `generate --demo` makes: the bundle's size and clip length, and the
-    command's overlap, colour anchoring, silence handling and sampling preset (a graph left at 64 px after the model moved to 128 would
+    command's overlap, colour anchoring, silence handling, motion-frame mix and sampling preset (a graph left at 64 px after the model moved to 128 would
     upscale a 64 px face)."""
     from emocast_core.demo.bundle import DemoBundle
-    from emocast_core.generate import DEMO_AUDIO_OFF_IN_SILENCE, DEMO_COLOUR_ANCHOR, DEMO_OVERLAP, DEMO_SPEED
+    from emocast_core.generate import (
+        DEMO_AUDIO_OFF_IN_SILENCE, DEMO_COLOUR_ANCHOR, DEMO_MOTION_REFERENCE_MIX, DEMO_OVERLAP, DEMO_SPEED,
+    )
     from emocast_core.pipeline import SAMPLING_PRESETS
 
     bundle, preset = DemoBundle(), SAMPLING_PRESETS[DEMO_SPEED]
@@ -245,4 +247,5 @@ def test_demo_workflows_sample_as_the_demo_command_does(name):
     assert sampler["overlap"] == DEMO_OVERLAP
     assert sampler["colour_anchor"] is DEMO_COLOUR_ANCHOR
     assert sampler["audio_off_in_silence"] is DEMO_AUDIO_OFF_IN_SILENCE
+    assert sampler["motion_reference_mix"] == DEMO_MOTION_REFERENCE_MIX
     assert (sampler["solver"], sampler["steps"], sampler["cfg"]) == (preset.sampler, preset.num_inference_steps, preset.guidance.scale)
