@@ -60,10 +60,11 @@ DEMO_THREADS = 1
 # from corrected frames, follows the speech more closely (docs/demo-model.md, "Colour anchoring"). Off
 # without --demo (upstream).
 DEMO_COLOUR_ANCHOR = True
-# Clips whose audio is all silence run without the audio's influence when --demo is given and
+# Frames whose audio is silent run without the audio's influence when --demo is given and
 # --audio-off-in-silence / --no-audio-off-in-silence is not: the demo network turns a pause into a
-# featureless oval; without the audio there it keeps a closed mouth and traces of the eyes
-# (docs/demo-model.md, "What the command shows"). Off without --demo (upstream).
+# featureless oval, even a single silent frame inside a sentence (the sample speech has a few); without
+# the audio there it keeps the face (docs/demo-model.md, "What the command shows"). Off without --demo
+# (upstream).
 DEMO_AUDIO_OFF_IN_SILENCE = True
 # The share of the portrait in every motion frame when --demo is given and --motion-reference-mix is
 # not. The demo network's clips copy each other's shapes as well as their colours: without it the
@@ -294,7 +295,7 @@ def add_generate_command(subparsers) -> None:
                           help="hold every frame to the portrait's colours, so colour errors are not carried from clip "
                                "to clip (default: off = upstream; on with --demo)")
     sampling.add_argument("--audio-off-in-silence", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                          help="clips whose audio is all silence run without the audio's influence (default: off = "
+                          help="frames whose audio is silent run without the audio's influence (default: off = "
                                "upstream; on with --demo)")
     sampling.add_argument("--motion-reference-mix", type=float, default=argparse.SUPPRESS,
                           help="share of the portrait mixed into the frames each clip continues from, 0 to 1, so a "

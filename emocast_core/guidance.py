@@ -223,6 +223,7 @@ def _branch_inputs(
     reference: DenoiserReference,
     region_scales: Sequence[float],
     num_frames: int,
+    frame_audio_weights: Optional[torch.Tensor] = None,
 ) -> DenoiserInputs:
     """The denoiser inputs of the rows `names` (see `BRANCHES`), built once per clip."""
     unet = net.denoising_unet
@@ -253,6 +254,7 @@ def _branch_inputs(
         reference_rows=[b.reference for b in branches],
         motion_tokens={key: tokens[groups] for key, tokens in reference.motion_tokens.items()},
         region_scales=tuple(region_scales),
+        frame_audio_weights=frame_audio_weights,
     )
 
 
@@ -265,15 +267,17 @@ def prepare_clip(
     guidance: GuidanceConfig,
     region_scales: Sequence[float] = (1.0, 1.0, 1.0),
     num_steps: int = 1,
+    frame_audio_weights: Optional[torch.Tensor] = None,
 ) -> PreparedGuidance:
     """Everything the `num_steps` denoising steps of one clip share.
 
     emotion_tokens (F or 1, 77, D): the emotion text of each frame (or of the whole clip), read by
-    the cross-attention and used as the audio query; audio_tokens (1, F, 32, D).
+    the cross-attention and used as the audio query; audio_tokens (1, F, 32, D); frame_audio_weights
+    (F,): how much of the audio each frame reads, on top of `region_scales` (0 = none), or None (all).
     """
     num_frames = audio_tokens.shape[1]
     guided_steps = sum(guidance.is_active(step, num_steps) for step in range(num_steps))
-    clip = (conditions, emotion_tokens, audio_tokens, reference, region_scales, num_frames)
+    clip = (conditions, emotion_tokens, audio_tokens, reference, region_scales, num_frames, frame_audio_weights)
     guided = extra_scales = conditional = None
     if guided_steps:
         names = guided_branches(guidance)

@@ -8,10 +8,11 @@ clips continuing the previous clip's last 2 frames, output trimmed to the audio'
 
 Beyond upstream (all opt-in): overlapping clips cross-faded at their borders, colours held to the
 reference portrait's (`colour_anchor`), motion frames pulled toward the portrait
-(`motion_reference_mix`), silent clips made without the audio (`audio_off_in_silence`), separate audio and emotion guidance, guidance on a fraction
-of the steps, per-frame emotion (keyframes), other solvers, progress/preview and cancellation hooks,
-the video's latents out and in (a second pass from given latents at `denoise` < 1), and any
-per-clip sampling loop (`ClipSampler`), e.g. ComfyUI's.
+(`motion_reference_mix`), silent frames made without the audio (`audio_off_in_silence`), separate
+audio and emotion guidance, guidance on a fraction of the steps, per-frame emotion (keyframes),
+other solvers, progress/preview and cancellation hooks, the video's latents out and in (a second
+pass from given latents at `denoise` < 1), and any per-clip sampling loop (`ClipSampler`), e.g.
+ComfyUI's.
 """
 from __future__ import annotations
 
@@ -87,6 +88,18 @@ class EmotionConditions:
         return self.tokens[index]
 
 
+
+def frame_audio_weights(silence: Optional[Sequence[bool]], start: int, stop: int) -> Optional[torch.Tensor]:
+    """(stop - start,) weights of the audio for frames [start, stop): 0 for a silent frame, 1 otherwise;
+    None when no frame there is silent (or `silence` is None), so a clip with sound runs as upstream.
+    Frames past the end of `silence` are the audio's padding: silent too."""
+    if silence is None:
+        return None
+    silent = [silence[index] if index < len(silence) else True for index in range(start, stop)]
+    if not any(silent):
+        return None
+    return torch.tensor([0.0 if frame_is_silent else 1.0 for frame_is_silent in silent])
+
 @dataclass
 class GenerationConfig:
     num_inference_steps: int = 40
@@ -107,9 +120,10 @@ class GenerationConfig:
     # a motion frame, so that a colour error is not copied clip after clip (colour_anchor.py). Off =
     # upstream. The latents a clip yields stay the network's own (decoded, they show its colours).
     colour_anchor: bool = False
-    # A clip whose audio is all silence (the `silent_frames` the caller gives) runs without the audio's
-    # influence, as a silent file does (region scales 0): on the demo model the wav2vec2 features of a
-    # pause dissolve the face into a featureless oval. Off = upstream, which reads every clip's audio.
+    # Frames whose audio is silent (the `silent_frames` the caller gives) run without the audio's
+    # influence, as a silent file does for all of its frames (region scales 0): on the demo model the
+    # wav2vec2 features of a pause dissolve the face into a featureless oval. Per frame, so that a
+    # pause shorter than a clip counts too. Off = upstream, which reads every frame's audio.
     audio_off_in_silence: bool = False
     # How far each motion-frame latent is moved toward the reference portrait's latent (0 to 1) before the
     # next clip continues from it. Every clip after the first continues from frames the network made, so
@@ -391,11 +405,9 @@ class EmoCASTPipeline:
             motion_features = encode_motion_frames(net, motion_latents, clip_conditions)
             denoiser_reference = assemble_reference(net, cached_image_features, motion_features)
             audio_tokens = net.audioproj(self._windows(audio_windows, start, stop)[None].to(self.device, self.dtype))
-            # Frames past the audio's end are its padding: silent too.
-            clip_is_silent = silence is not None and all(silence[i] if i < len(silence) else True for i in range(start, stop))
             prepared = prepare_clip(
                 net, clip_conditions, clip_text, audio_tokens, denoiser_reference, config.guidance,
-                SILENT_REGION_SCALES if clip_is_silent else config.region_scales, config.num_inference_steps,
+                config.region_scales, config.num_inference_steps, frame_audio_weights(silence, start, stop),
             )
 
             clip_start_latents = None

@@ -96,7 +96,7 @@ def colour_anchor_input():
 
 def audio_off_in_silence_input():
     return io.Boolean.Input("audio_off_in_silence", default=False, optional=True,
-                            tooltip="Clips whose audio is all silence run without the audio's influence, as a silent "
+                            tooltip="Frames whose audio is silent run without the audio's influence, as a silent "
                                     "file does (off = upstream; the demo workflows turn it on: the demo model "
                                     "dissolves the face during pauses).")
 

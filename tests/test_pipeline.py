@@ -226,9 +226,10 @@ def test_motion_reference_mix_moves_the_motion_frames_toward_the_portrait(fixtur
         GenerationConfig(motion_reference_mix=-0.1)
 
 
-def test_silent_clips_run_without_the_audio_when_asked(fixture):
-    """With audio_off_in_silence, a clip whose frames are all silent is made with region scales 0 (a
-    clip with one sounding frame is not); without the switch nothing changes."""
+def test_silent_frames_run_without_the_audio_when_asked(fixture):
+    """With audio_off_in_silence, the silent frames of a clip read no audio (a wholly silent video is the
+    video made with region scales 0); a clip without silent frames is untouched; without the switch
+    nothing changes."""
     from emocast_core.pipeline import SILENT_REGION_SCALES
 
     clip_length = fixture[0]["runtime"]["n_sample_frames"]
@@ -236,20 +237,58 @@ def test_silent_clips_run_without_the_audio_when_asked(fixture):
     second_clip_silent = torch.zeros(num_frames, dtype=torch.bool)
     second_clip_silent[clip_length:] = True
     plain = _run(fixture, num_frames=num_frames, num_inference_steps=2)
-    asked = _run(fixture, num_frames=num_frames, num_inference_steps=2, audio_off_in_silence=True,
-                 silent_frames=second_clip_silent)
+
+    def muted(silent):
+        return _run(fixture, num_frames=num_frames, num_inference_steps=2, audio_off_in_silence=True, silent_frames=silent)
+
+    asked = muted(second_clip_silent)
     assert torch.equal(asked[:clip_length], plain[:clip_length])  # the sounding clip is untouched
     assert not torch.allclose(asked[clip_length:], plain[clip_length:])
-    # A wholly silent video is the video made with region scales 0 (what a silent file gets).
     all_silent = torch.ones(num_frames, dtype=torch.bool)
-    assert torch.equal(_run(fixture, num_frames=num_frames, num_inference_steps=2, audio_off_in_silence=True,
-                            silent_frames=all_silent),
-                       _run(fixture, num_frames=num_frames, num_inference_steps=2, region_scales=SILENT_REGION_SCALES))
+    assert torch.equal(muted(all_silent), _run(fixture, num_frames=num_frames, num_inference_steps=2,
+                                               region_scales=SILENT_REGION_SCALES))
+    # A pause shorter than a clip counts: one sounding frame in the second clip changes it, yet it is
+    # neither the plain clip nor the wholly muted one.
     one_sounding = second_clip_silent.clone()
     one_sounding[-1] = False
-    assert torch.equal(_run(fixture, num_frames=num_frames, num_inference_steps=2, audio_off_in_silence=True,
-                            silent_frames=one_sounding), plain)
+    partly = muted(one_sounding)
+    assert torch.equal(partly[:clip_length], plain[:clip_length])
+    assert not torch.allclose(partly[clip_length:], plain[clip_length:])
+    assert not torch.allclose(partly[clip_length:], asked[clip_length:])
     assert torch.equal(_run(fixture, num_frames=num_frames, num_inference_steps=2, silent_frames=second_clip_silent), plain)
+
+
+def test_frame_audio_weights_say_which_frames_of_a_clip_are_silent():
+    from emocast_core.pipeline import frame_audio_weights
+
+    silence = [True, True, False, False, True]
+    assert frame_audio_weights(None, 0, 4) is None
+    assert frame_audio_weights(silence, 2, 4) is None  # nothing silent: the clip runs as upstream
+    assert frame_audio_weights(silence, 0, 4).tolist() == [0.0, 0.0, 1.0, 1.0]
+    assert frame_audio_weights(silence, 3, 7).tolist() == [1.0, 0.0, 0.0, 0.0]  # past the end: padding, silent
+
+
+def test_frame_weights_take_the_audio_out_of_single_frames():
+    """In the audio attention a frame row of weight 0 comes out as with region scales 0 and a row of
+    weight 1 as without weights; the other rows are not touched."""
+    from emocast_core.models.attention import EmotiveAudioTransformerBlock
+
+    torch.manual_seed(0)
+    block = EmotiveAudioTransformerBlock(dim=32, num_heads=2, audio_token_dim=16, emotion_token_dim=24, emotive_head_dim=8)
+    for region in block.REGIONS:  # the zero convolutions start at zero: give the branches an output
+        torch.nn.init.normal_(getattr(block, f"zero_conv_{region}").weight, std=0.2)
+    rows, height, width = 3, 4, 4
+    hidden = torch.randn(rows, height * width, 32)
+    kv = block.emotive_audio_kv(torch.randn(rows, 32, 16), torch.randn(rows, 77, 24))
+    masks = [torch.ones(rows, height * width)] * 3
+    with torch.no_grad():
+        plain = block(hidden, height, width, kv, masks, (1.0, 0.5, 2.0))
+        silent = block(hidden, height, width, kv, masks, (0.0, 0.0, 0.0))
+        weighted = block(hidden, height, width, kv, masks, (1.0, 0.5, 2.0), torch.tensor([1.0, 0.0, 1.0]).view(-1, 1, 1))
+    assert not torch.allclose(plain, silent)
+    torch.testing.assert_close(weighted[0], plain[0])
+    torch.testing.assert_close(weighted[1], silent[1])
+    torch.testing.assert_close(weighted[2], plain[2])
 
 
 def test_clip_starts_cover_the_video():

@@ -176,7 +176,8 @@ class EmotiveAudioTransformerBlock(nn.Module):
 
     hidden_states (N, H*W, C) with N = batch x frames; audio_tokens (N, 32, Da);
     emotion_tokens (N, 77, De); region_masks: pose/"full", face and lip masks, each (N, H*W);
-    region_scales: [pose, face, lip] weights.
+    region_scales: [pose, face, lip] weights; frame_weights: (N, 1, 1) weights of all three branches per
+    frame row (0 = that frame without the audio), or None.
 
         h  <- h + SelfAttn(LN1 h)
         A' =  LN(Attn(Q = emotion tokens, K/V = audio tokens))          (77 emotive audio tokens)
@@ -243,6 +244,7 @@ class EmotiveAudioTransformerBlock(nn.Module):
         emotive_audio_kv: Sequence[tuple[torch.Tensor, torch.Tensor]],
         region_masks: Sequence[torch.Tensor],
         region_scales: Sequence[float],
+        frame_weights: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         hidden_states = self_attention(self.attn1, self.norm1(hidden_states)) + hidden_states
         normed = self.norm2(hidden_states)
@@ -255,6 +257,8 @@ class EmotiveAudioTransformerBlock(nn.Module):
             spatial = attended.transpose(1, 2).reshape(batch, channels, height, width)
             spatial = getattr(self, f"zero_conv_{region}")(spatial)
             branches.append(spatial.reshape(batch, channels, height * width).transpose(1, 2))
+        if frame_weights is not None:
+            branches = [branch * frame_weights for branch in branches]
         # Same summation order as upstream (pose + face + lip + residual).
         hidden_states = (
             region_scales[0] * branches[0] + region_scales[1] * branches[1] + region_scales[2] * branches[2] + hidden_states

@@ -131,7 +131,8 @@ class _AttentionLayers(nn.Module):
 
         if self.audio_modules is not None:
             audio = self.audio_modules[index]
-            hidden_states = audio(hidden_states, clip.emotive_audio_kv[audio.condition_key], clip.region_masks[self.level], clip.region_scales)
+            hidden_states = audio(hidden_states, clip.emotive_audio_kv[audio.condition_key], clip.region_masks[self.level],
+                                  clip.region_scales, clip.frame_audio_weights)
         if self.motion_modules is not None:
             motion_frames = None
             motion_tokens = clip.motion_frames.get(key)

@@ -40,6 +40,8 @@ class DenoiserInputs:
         looks at a tensor to decide.
     motion_tokens: ReferenceNet block path -> (R, M, L, C), the motion frames of each row.
     region_scales: [pose, face, lip] weights of the audio branches.
+    frame_audio_weights: (F,) a weight of the audio branches per frame, on top of `region_scales`
+        (0: the frame runs without the audio, e.g. a silent one); None: 1 for every frame.
     """
 
     text_face_tokens: torch.Tensor
@@ -52,6 +54,7 @@ class DenoiserInputs:
     reference_rows: Sequence[bool] = ()
     motion_tokens: Optional[dict[str, torch.Tensor]] = None
     region_scales: Sequence[float] = (1.0, 1.0, 1.0)
+    frame_audio_weights: Optional[torch.Tensor] = None
 
     @property
     def num_rows(self) -> int:
@@ -111,6 +114,7 @@ class PreparedClip:
         (R * F, 77, inner).
     region_masks: per UNet level, the (full, face, lip) masks, each (R * F, h_l * w_l).
     face_locator_features: (R * F, C0, h, w) or None.
+    frame_audio_weights: (R * F, 1, 1) per-frame-row weights of the audio branches, or None (all 1).
     """
 
     num_rows: int
@@ -123,3 +127,4 @@ class PreparedClip:
     region_masks: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = ()
     region_scales: tuple[float, float, float] = (1.0, 1.0, 1.0)
     face_locator_features: Optional[torch.Tensor] = None
+    frame_audio_weights: Optional[torch.Tensor] = None

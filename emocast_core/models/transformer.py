@@ -105,14 +105,16 @@ class AudioModule(nn.Module):
         emotive_audio_kv: Sequence[tuple[torch.Tensor, torch.Tensor]],
         region_masks: Sequence[torch.Tensor],
         region_scales: Sequence[float],
+        frame_weights: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """hidden_states (N, C, H, W); emotive_audio_kv: the block's per-clip keys/values (see
-        `EmotiveAudioTransformerBlock.emotive_audio_kv`); region_masks 3 x (N, H*W) at this resolution."""
+        `EmotiveAudioTransformerBlock.emotive_audio_kv`); region_masks 3 x (N, H*W) at this resolution;
+        frame_weights (N, 1, 1) or None (see the block)."""
         _, _, height, width = hidden_states.shape
         for mask in region_masks:
             if mask.shape[-1] != height * width:
                 raise ValueError(f"region mask has {mask.shape[-1]} values, the {height}x{width} level needs {height * width}")
         residual = hidden_states
         tokens = _to_tokens(self.proj_in(self.norm(hidden_states)))
-        tokens = self.block(tokens, height, width, emotive_audio_kv, region_masks, region_scales)
+        tokens = self.block(tokens, height, width, emotive_audio_kv, region_masks, region_scales, frame_weights)
         return self.proj_out(_to_feature_map(tokens, height, width)) + residual

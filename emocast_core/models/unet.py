@@ -237,6 +237,9 @@ class DenoisingUNet(_UNetLevels):
             region_masks=masks,
             region_scales=tuple(float(scale) for scale in inputs.region_scales),
             face_locator_features=locator,
+            # The same frame weights for every row, laid out per frame row (rows are batch-major).
+            frame_audio_weights=None if inputs.frame_audio_weights is None
+            else inputs.frame_audio_weights.to(self.device, dtype).repeat(rows).view(frame_rows, 1, 1),
         )
 
     def forward(self, sample: torch.Tensor, timestep: Union[torch.Tensor, float, int], clip: PreparedClip) -> torch.Tensor:
