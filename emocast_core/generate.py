@@ -68,9 +68,9 @@ DEMO_COLOUR_ANCHOR = True
 DEMO_AUDIO_OFF_IN_SILENCE = True
 # The share of the portrait in every motion frame when --demo is given and --motion-reference-mix is
 # not. The demo network's clips copy each other's shapes as well as their colours: without it the
-# neutral face settles into angry brows, the happy face loses its eyes and the surprised face its hair
-# over the sentence. A quarter of the portrait keeps each face's features and its expression (angry's
-# brows stay); half of it also undid angry's brows (docs/demo-model.md, "Motion frames and the
+# neutral face settles into angry brows, the happy face grows a dark shadow under its chin and the
+# surprised face loses its hair over the sentence. A quarter of the portrait keeps them and keeps each
+# prompt's expression (angry's brows stay); half of it also undid angry's brows (docs/demo-model.md, "Motion frames and the
 # portrait"). Off without --demo (upstream).
 DEMO_MOTION_REFERENCE_MIX = 0.25
 

@@ -88,7 +88,6 @@ class EmotionConditions:
         return self.tokens[index]
 
 
-
 def frame_audio_weights(silence: Optional[Sequence[bool]], start: int, stop: int) -> Optional[torch.Tensor]:
     """(stop - start,) weights of the audio for frames [start, stop): 0 for a silent frame, 1 otherwise;
     None when no frame there is silent (or `silence` is None), so a clip with sound runs as upstream.
@@ -99,6 +98,7 @@ def frame_audio_weights(silence: Optional[Sequence[bool]], start: int, stop: int
     if not any(silent):
         return None
     return torch.tensor([0.0 if frame_is_silent else 1.0 for frame_is_silent in silent])
+
 
 @dataclass
 class GenerationConfig:
