@@ -127,7 +127,7 @@ class GenerationConfig:
     audio_off_in_silence: bool = False
     # How far each motion-frame latent is moved toward the reference portrait's latent (0 to 1) before the
     # next clip continues from it. Every clip after the first continues from frames the network made, so
-    # a shape it got wrong (eyes fading, brows settling into another expression) is copied and grows clip
+    # a shape it got wrong (brows settling into another expression, hair lost) is copied and grows clip
     # after clip; a share of the reference in the motion frames pulls each clip back toward the portrait
     # while the text and audio still shape it. 0 = upstream (the previous clip's frames as they are);
     # 1 = every clip starts from the portrait, as the first one does.

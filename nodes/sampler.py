@@ -104,7 +104,7 @@ def audio_off_in_silence_input():
 def motion_reference_mix_input():
     return io.Float.Input("motion_reference_mix", default=0.0, min=0.0, max=1.0, step=0.05, optional=True,
                           tooltip="Share of the reference portrait mixed into the frames each clip continues from, "
-                                  "so a shape gone wrong (fading eyes, brows drifting) is not carried from clip to "
+                                  "so a shape gone wrong (brows drifting, hair lost) is not carried from clip to "
                                   "clip (0 = upstream; the demo workflows use 0.25; 1 starts every clip from the "
                                   "portrait).")
 
