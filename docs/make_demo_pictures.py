@@ -58,18 +58,13 @@ class DemoVideoSettings:
     seed: int = 42  # the command's default
     fps: int = 25
 
-    def generation(self, clip_length: int):
-        from emocast_core.generate import (
-            DEMO_AUDIO_OFF_IN_SILENCE, DEMO_COLOUR_ANCHOR, DEMO_MOTION_REFERENCE_MIX, DEMO_OVERLAP, DEMO_SPEED,
-        )
-        from emocast_core.pipeline import GenerationConfig, generation_config_from_preset
+    def generation(self):
+        """What `generate --demo` samples with, read from the command itself (`--steps N --sampler ddim`
+        when `steps` is given)."""
+        from emocast_core.generate import demo_generation
 
-        shared = dict(clip_length=clip_length, overlap=min(DEMO_OVERLAP, clip_length - 1), seed=self.seed,
-                      colour_anchor=DEMO_COLOUR_ANCHOR, audio_off_in_silence=DEMO_AUDIO_OFF_IN_SILENCE,
-                      motion_reference_mix=DEMO_MOTION_REFERENCE_MIX)
-        if self.steps is None:
-            return generation_config_from_preset(DEMO_SPEED, **shared)
-        return GenerationConfig(num_inference_steps=self.steps, sampler="ddim", **shared)
+        steps = () if self.steps is None else ("--steps", str(self.steps), "--sampler", "ddim")
+        return demo_generation(("--seed", str(self.seed), *steps))
 
     def describe(self) -> str:
         from emocast_core.generate import DEMO_SPEED
@@ -105,7 +100,7 @@ def generate_emotion_videos(emotions, settings: DemoVideoSettings, work: Path, d
     bundle = DemoBundle()
     speech = write_speech_start(bundle.speech, settings.seconds, work / "speech.wav")
     models = load_demo_models(bundle, device=pick_device(device), face_analyzer=demo_face_analyzer())
-    generation = settings.generation(bundle.clip_length)
+    generation = settings.generation()
     videos = {}
     for emotion in emotions:
         request = GenerateRequest(image=bundle.portrait if image is None else image, audio=speech,

@@ -14,19 +14,11 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 from .devices import PRECISION_CHOICES
 from .guidance import GuidanceConfig
-from .pipeline import (
-    SAMPLING_PRESETS,
-    SILENT_REGION_SCALES,
-    EmoCASTPipeline,
-    EmotionConditions,
-    GenerationConfig,
-    ProgressEvent,
-    ReferenceConditions,
-)
+from .pipeline import SAMPLING_PRESETS, EmoCASTPipeline, EmotionConditions, GenerationConfig, ProgressEvent, ReferenceConditions
 from .validation import (
     SILENCE_WARNING,
     CheckedRequest,
@@ -38,6 +30,10 @@ from .validation import (
     find_face,
 )
 
+# Audio influence on pose, face and lips for silent speech. wav2vec2 features of digital silence are
+# unlike anything the model saw (normalisation turns the clip into exact zeros) and dissolve the face;
+# without the audio's influence the mouth stays as the portrait shows it and the rest moves as usual.
+SILENT_REGION_SCALES = (0.0, 0.0, 0.0)
 
 # Frames shared and cross-faded between clips when --demo is given and --overlap is not. Without them
 # the demo model's 8-frame clips jump at every border (frame change across borders 1.4-1.6 x the
@@ -70,8 +66,8 @@ DEMO_AUDIO_OFF_IN_SILENCE = True
 # not. The demo network's clips copy each other's shapes as well as their colours: without it the
 # neutral face settles into angry brows, the happy face grows a dark shadow under its chin and the
 # surprised face loses its hair over the sentence. A quarter of the portrait keeps them and keeps each
-# prompt's expression (angry's brows stay); half of it also undid angry's brows (docs/demo-model.md, "Motion frames and the
-# portrait"). Off without --demo (upstream).
+# prompt's expression (angry's brows stay); half of it also undid angry's brows (docs/demo-model.md,
+# "Motion frames and the portrait"). Off without --demo (upstream).
 DEMO_MOTION_REFERENCE_MIX = 0.25
 
 
@@ -368,6 +364,30 @@ def request_from_args(args: argparse.Namespace) -> GenerateRequest:
     )
 
 
+def fill_demo_options(args: argparse.Namespace, bundle) -> None:
+    """What `--demo` means for the options left out: the bundle's sample portrait and speech and the
+    resolution / clip length it was trained at, and the demo's sampling defaults (the DEMO_* above)."""
+    args.image, args.audio = args.image or str(bundle.portrait), args.audio or str(bundle.speech)
+    args.size, args.clip_length = args.size or bundle.size, args.clip_length or bundle.clip_length
+    # (capped so that a short --clip-length still works; an asked --overlap is checked as given)
+    args.overlap = getattr(args, "overlap", max(0, min(DEMO_OVERLAP, args.clip_length - 1)))
+    args.speed = getattr(args, "speed", DEMO_SPEED)
+    args.colour_anchor = getattr(args, "colour_anchor", DEMO_COLOUR_ANCHOR)
+    args.audio_off_in_silence = getattr(args, "audio_off_in_silence", DEMO_AUDIO_OFF_IN_SILENCE)
+    args.motion_reference_mix = getattr(args, "motion_reference_mix", DEMO_MOTION_REFERENCE_MIX)
+
+
+def demo_generation(options: Sequence[str] = ()) -> GenerationConfig:
+    """The sampling settings `generate --demo OPTIONS` runs with, read by the command's own parser and
+    defaults (for tools that measure or picture the command). Bad options exit as on the command line."""
+    from .cli import build_parser
+    from .demo.bundle import DemoBundle
+
+    args = build_parser().parse_args(["generate", "--demo", "--out", "demo.mp4", *options])
+    fill_demo_options(args, DemoBundle())
+    return request_from_args(args).generation
+
+
 def run_generate(args: argparse.Namespace) -> int:
     """The `generate` command. Bad inputs raise `InputError`, which `cli.main` reports in one line."""
     from tqdm import tqdm
@@ -376,19 +396,11 @@ def run_generate(args: argparse.Namespace) -> int:
     if args.demo:
         from .demo.bundle import DemoBundle
 
-        # The bundle brings its own sample inputs and the resolution / clip length it was trained at.
         demo = DemoBundle()
         if demo.missing_files():
             raise InputError("demo", "the demo bundle is incomplete; missing: "
                              + ", ".join(str(path) for path in demo.missing_files()), "reinstall the package")
-        args.image, args.audio = args.image or str(demo.portrait), args.audio or str(demo.speech)
-        args.size, args.clip_length = args.size or demo.size, args.clip_length or demo.clip_length
-        # (capped so that a short --clip-length still works; an asked --overlap is checked as given)
-        args.overlap = getattr(args, "overlap", max(0, min(DEMO_OVERLAP, args.clip_length - 1)))
-        args.speed = getattr(args, "speed", DEMO_SPEED)
-        args.colour_anchor = getattr(args, "colour_anchor", DEMO_COLOUR_ANCHOR)
-        args.audio_off_in_silence = getattr(args, "audio_off_in_silence", DEMO_AUDIO_OFF_IN_SILENCE)
-        args.motion_reference_mix = getattr(args, "motion_reference_mix", DEMO_MOTION_REFERENCE_MIX)
+        fill_demo_options(args, demo)
         if getattr(args, "threads", None) is None and not os.environ.get("OMP_NUM_THREADS"):
             import torch
 

@@ -22,6 +22,7 @@ from typing import Callable, Iterator, Optional, Protocol, Sequence
 
 import torch
 
+from .colour_anchor import anchor_colours
 from .guidance import (
     GuidanceConfig,
     PreparedGuidance,
@@ -32,16 +33,9 @@ from .guidance import (
     prepare_clip,
     prepare_video_conditions,
 )
-from .colour_anchor import anchor_colours
 from .conditioning.masks import masks_for_latent_grid
 from .models.net import EmoCASTNet
 from .video_latents import check_video_latents, decode_video_latents, from_video_latents, to_video_latents
-
-
-# Audio influence on pose, face and lips where the speech is silent: none. wav2vec2 features of silence
-# are unlike speech (for a wholly silent file, normalisation turns them into exact zeros) and can
-# dissolve the face; without the audio's influence the mouth stays as the portrait shows it.
-SILENT_REGION_SCALES = (0.0, 0.0, 0.0)
 
 
 class GenerationCancelled(RuntimeError):

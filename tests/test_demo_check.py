@@ -77,9 +77,10 @@ def test_the_check_runs_the_demo_command_and_writes_its_report(tmp_path):
     ((), True), (("--no-colour-anchor",), False), (("--steps", "1", "--no-colour-anchor", "--colour-anchor"), True),
 ])
 def test_the_report_says_whether_colours_were_anchored(extra_args, expected):
-    from emocast_research.synthetic.demo_check import switch_of
+    """The report records what the command runs with: its own parser and --demo defaults read the extra arguments."""
+    from emocast_core.generate import demo_generation
 
-    assert switch_of(extra_args, "--colour-anchor", True) is expected
+    assert demo_generation(extra_args).colour_anchor is expected
 
 
 @pytest.mark.parametrize("extra_args, expected", [
@@ -87,9 +88,9 @@ def test_the_report_says_whether_colours_were_anchored(extra_args, expected):
     (("--motion-reference-mix", "0.5", "--motion-reference-mix", "1"), 1.0),
 ])
 def test_the_report_says_how_much_portrait_the_motion_frames_had(extra_args, expected):
-    from emocast_research.synthetic.demo_check import number_of
+    from emocast_core.generate import demo_generation
 
-    assert number_of(extra_args, "--motion-reference-mix", 0.25) == expected
+    assert demo_generation(extra_args).motion_reference_mix == expected
 
 
 def test_silent_frames_are_those_whose_sound_is_all_zeros():

@@ -81,5 +81,5 @@ def test_the_pictures_sample_as_the_readme_command_does(pictures_module, tmp_pat
     args = build_parser().parse_args(["generate", "--demo", "--out", str(tmp_path / "demo.mp4")])
     assert args.handler(args) == 0
     command = made[0].generation
-    pictured = pictures_module.DemoVideoSettings().generation(DemoBundle().clip_length)
+    pictured = pictures_module.DemoVideoSettings().generation()
     assert pictured == command

@@ -230,7 +230,7 @@ def test_silent_frames_run_without_the_audio_when_asked(fixture):
     """With audio_off_in_silence, the silent frames of a clip read no audio (a wholly silent video is the
     video made with region scales 0); a clip without silent frames is untouched; without the switch
     nothing changes."""
-    from emocast_core.pipeline import SILENT_REGION_SCALES
+    from emocast_core.generate import SILENT_REGION_SCALES
 
     clip_length = fixture[0]["runtime"]["n_sample_frames"]
     num_frames = 2 * clip_length

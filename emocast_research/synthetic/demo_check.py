@@ -49,7 +49,7 @@ from emocast_core.conditioning.audio_decode import silent_frames as core_silent_
 from emocast_core.demo.bundle import DemoBundle
 from emocast_core.demo.drawn_faces import SyntheticRecognizer
 from emocast_core.demo.face import demo_face_analyzer
-from emocast_core.generate import DEMO_AUDIO_OFF_IN_SILENCE, DEMO_COLOUR_ANCHOR, DEMO_MOTION_REFERENCE_MIX, DEMO_OVERLAP
+from emocast_core.generate import demo_generation
 from emocast_core.validation import find_face, read_image_file
 from emocast_core.video import read_video_frames, write_wav
 
@@ -76,26 +76,6 @@ def run_demo_command(emotion: str, out: Path, extra_args=()) -> dict:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {"seconds": round(wall, 1), "cpu_seconds": round(cpu, 1)}
-
-
-def switch_of(extra_args, option: str, demo_default: bool) -> bool:
-    """Whether the command's on/off `option` (e.g. "--colour-anchor") is on with these extra arguments:
-    its `--demo` default unless they turn it on or off (the last switch wins, as in argparse)."""
-    negated = "--no-" + option[2:]
-    switches = [arg for arg in extra_args if arg in (option, negated)]
-    return switches[-1] == option if switches else demo_default
-
-
-def number_of(extra_args, option: str, demo_default: float) -> float:
-    """The command's numeric `option` (e.g. "--motion-reference-mix") with these extra arguments: its
-    `--demo` default unless they give it (the last one wins, as in argparse; "--option=value" too)."""
-    value = demo_default
-    for index, arg in enumerate(extra_args):
-        if arg == option and index + 1 < len(extra_args):
-            value = float(extra_args[index + 1])
-        elif arg.startswith(option + "="):
-            value = float(arg.split("=", 1)[1])
-    return value
 
 
 def colour_drift(frames: np.ndarray, fps: float) -> float:
@@ -184,8 +164,9 @@ def check_demo(work: Path | None = None, emotions=EMOTIONS, frame_reader=None, a
     bundle = DemoBundle()
     manifest = bundle.manifest()
     fps = manifest["generation"]["fps"]
-    clip_length = bundle.clip_length
-    overlap = max(0, min(DEMO_OVERLAP, clip_length - 1))
+    # The settings the command runs with these extra arguments (its clip layout is what the seams are measured on).
+    generation = demo_generation(extra_args)
+    clip_length, overlap = generation.clip_length, generation.overlap
     audio_args = ("--audio", str(audio)) if audio is not None else ()
     decoded = load_audio(audio or bundle.speech)  # what the command hears, at wav2vec's 16 kHz
     speech, rate = decoded.waveform, decoded.sample_rate
@@ -237,9 +218,9 @@ def check_demo(work: Path | None = None, emotions=EMOTIONS, frame_reader=None, a
             results[emotion] = result
         silence = check_silence(videos / "silences.mp4", speech, rate, fps, reference, extra_args)
     report = {"settings": {"clip_length": clip_length, "overlap": overlap, "size": bundle.size,
-                           "colour_anchor": switch_of(extra_args, "--colour-anchor", DEMO_COLOUR_ANCHOR),
-                           "audio_off_in_silence": switch_of(extra_args, "--audio-off-in-silence", DEMO_AUDIO_OFF_IN_SILENCE),
-                           "motion_reference_mix": number_of(extra_args, "--motion-reference-mix", DEMO_MOTION_REFERENCE_MIX),
+                           "colour_anchor": generation.colour_anchor,
+                           "audio_off_in_silence": generation.audio_off_in_silence,
+                           "motion_reference_mix": generation.motion_reference_mix,
                            "people_compared": len(people), "extra_args": [*audio_args, *extra_args]},
               "videos": results, "silence": silence}
     if work is not None:
