@@ -61,7 +61,7 @@ class DemoVideoSettings:
     def generation(self):
         """What `generate --demo` samples with, read from the command itself (`--steps N --sampler ddim`
         when `steps` is given)."""
-        from emocast_core.generate import demo_generation
+        from emocast_core.cli import demo_generation
 
         steps = () if self.steps is None else ("--steps", str(self.steps), "--sampler", "ddim")
         return demo_generation(("--seed", str(self.seed), *steps))

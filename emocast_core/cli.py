@@ -221,3 +221,16 @@ def add_generate_command(subparsers) -> None:
     from .generate import add_generate_command as add
 
     add(subparsers)
+
+
+def demo_generation(options: Sequence[str] = ()):
+    """The sampling settings (`GenerationConfig`) that `generate --demo OPTIONS` runs with, read by the
+    command's own parser and `--demo` defaults (for tools that measure or picture the command). Bad
+    options exit as on the command line."""
+    from .demo.bundle import DemoBundle
+    from .generate import fill_demo_options, request_from_args
+
+    args = build_parser().parse_args(["generate", "--demo", "--out", "demo.mp4", *options])
+    fill_demo_options(args, DemoBundle())
+    return request_from_args(args).generation
+

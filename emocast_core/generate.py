@@ -14,7 +14,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
 from .devices import PRECISION_CHOICES
 from .guidance import GuidanceConfig
@@ -375,17 +375,6 @@ def fill_demo_options(args: argparse.Namespace, bundle) -> None:
     args.colour_anchor = getattr(args, "colour_anchor", DEMO_COLOUR_ANCHOR)
     args.audio_off_in_silence = getattr(args, "audio_off_in_silence", DEMO_AUDIO_OFF_IN_SILENCE)
     args.motion_reference_mix = getattr(args, "motion_reference_mix", DEMO_MOTION_REFERENCE_MIX)
-
-
-def demo_generation(options: Sequence[str] = ()) -> GenerationConfig:
-    """The sampling settings `generate --demo OPTIONS` runs with, read by the command's own parser and
-    defaults (for tools that measure or picture the command). Bad options exit as on the command line."""
-    from .cli import build_parser
-    from .demo.bundle import DemoBundle
-
-    args = build_parser().parse_args(["generate", "--demo", "--out", "demo.mp4", *options])
-    fill_demo_options(args, DemoBundle())
-    return request_from_args(args).generation
 
 
 def run_generate(args: argparse.Namespace) -> int:

@@ -78,7 +78,7 @@ def test_the_check_runs_the_demo_command_and_writes_its_report(tmp_path):
 ])
 def test_the_report_says_whether_colours_were_anchored(extra_args, expected):
     """The report records what the command runs with: its own parser and --demo defaults read the extra arguments."""
-    from emocast_core.generate import demo_generation
+    from emocast_core.cli import demo_generation
 
     assert demo_generation(extra_args).colour_anchor is expected
 
@@ -88,7 +88,7 @@ def test_the_report_says_whether_colours_were_anchored(extra_args, expected):
     (("--motion-reference-mix", "0.5", "--motion-reference-mix", "1"), 1.0),
 ])
 def test_the_report_says_how_much_portrait_the_motion_frames_had(extra_args, expected):
-    from emocast_core.generate import demo_generation
+    from emocast_core.cli import demo_generation
 
     assert demo_generation(extra_args).motion_reference_mix == expected
 

@@ -49,7 +49,7 @@ from emocast_core.conditioning.audio_decode import silent_frames as core_silent_
 from emocast_core.demo.bundle import DemoBundle
 from emocast_core.demo.drawn_faces import SyntheticRecognizer
 from emocast_core.demo.face import demo_face_analyzer
-from emocast_core.generate import demo_generation
+from emocast_core.cli import demo_generation
 from emocast_core.validation import find_face, read_image_file
 from emocast_core.video import read_video_frames, write_wav
 
