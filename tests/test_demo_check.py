@@ -102,3 +102,61 @@ def test_silent_frames_are_those_whose_sound_is_all_zeros():
     assert silent.tolist() == [True, True] + [False] * 23
     reference = np.zeros((4, 4, 3), dtype=np.uint8)
     assert change_from(np.stack([reference, reference + 10]), reference).tolist() == [0.0, 10.0]
+
+
+class _RecordingReader:
+    """Reads every frame as `answer` and keeps what it was shown."""
+
+    def __init__(self, answer: int):
+        self.answer, self.shown = answer, []
+
+    def read(self, frames):
+        self.shown.append(frames)
+        probabilities = np.zeros((len(frames), 5), dtype=np.float32)
+        probabilities[:, self.answer] = 1.0
+        return np.zeros(len(frames), dtype=np.float32), probabilities
+
+
+def test_the_reader_is_shown_the_sample_persons_own_drawings_in_the_models_framing(tmp_path):
+    from emocast_research.synthetic.corpus import sample_identities
+    from emocast_research.synthetic.demo_check import DRAWN_OPENINGS, reader_on_drawings
+    from emocast_research.synthetic.evaluation import in_model_framing
+    from emocast_research.synthetic.faces import EMOTIONS, portrait_of
+
+    people = sample_identities(["H000", "H001"], np.random.default_rng(3))
+    held_out = tmp_path / "corpus" / "held_out"
+    held_out.mkdir(parents=True)
+    # The bundle's portrait is the first held-out row's person.
+    rows = [{"speaker": name, "identity": vars(people[name])} for name in ("H001", "H000")]
+    (held_out / "clips.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    reader = _RecordingReader(answer=EMOTIONS.index("sad"))
+
+    report = reader_on_drawings(reader, tmp_path, size=64)
+
+    assert report["portrait"] == {name: (1.0 if name == "sad" else 0.0) for name in EMOTIONS}
+    assert report["drawn"] == {emotion: ["sad"] * len(DRAWN_OPENINGS) for emotion in EMOTIONS}
+    expected_portrait = in_model_framing(portrait_of(people["H001"], 64)[None], people["H001"])
+    np.testing.assert_array_equal(reader.shown[0], expected_portrait)
+    assert all(frames.shape == (len(DRAWN_OPENINGS), 64, 64, 3) for frames in reader.shown[1:])
+    # Drawn in different emotions: the frames differ between emotions, not only in the mouth.
+    assert not np.array_equal(reader.shown[1][0], reader.shown[2][0])
+
+
+def test_the_frame_reader_learns_from_people_outside_the_corpus():
+    from emocast_research.synthetic.corpus import sample_identities
+    from emocast_research.synthetic.evaluation import reader_people
+
+    people = reader_people(seed=0, count=40)
+    assert len(set(people)) == 40 and reader_people(seed=0, count=40) == people  # distinct, reproducible
+    corpus = set(sample_identities([f"P{i}" for i in range(38)], np.random.default_rng(0)).values())
+    assert not corpus & set(people)
+
+
+def test_the_frame_readers_blurred_frames_keep_their_shape_and_lose_detail():
+    from emocast_research.synthetic.evaluation import blurred
+
+    checker = (np.indices((128, 128)).sum(axis=0) % 2 * 255).astype(np.uint8)
+    frames = np.repeat(np.stack([checker] * 3, axis=-1)[None], 4, axis=0)
+    soft = blurred(frames, np.random.default_rng(0), size=128)
+    assert soft.shape == frames.shape and soft.dtype == np.uint8
+    assert np.abs(np.diff(soft.astype(int), axis=2)).mean() < 0.5 * np.abs(np.diff(frames.astype(int), axis=2)).mean()

@@ -22,7 +22,9 @@ clip length, overlap, threads), times it, reads the MP4 back and measures:
   against the portrait's: the mean error, and how often the sample person is the closest among the
   run's held-out people;
 * emotion: the learning benchmark's frame reader (saved by the evaluate step) on every frame: the share
-  of frames read as the prompt's emotion and the emotion read most often;
+  of frames read as the prompt's emotion and the emotion read most often; and, to show what the
+  reader itself makes of this face, its reading of the sample person's own drawings (the portrait,
+  and each emotion drawn at full intensity, cut as the model frames them: `reader_on_drawings`);
 * silence: the command once more on the sample speech with digital silence added before it, between
   two words and after it (`PAUSES`): how far the frames during silence move from the portrait compared
   with the frames during speech (`silence_change_ratio`, about 1 or below: the face holds; a face that
@@ -55,7 +57,7 @@ from emocast_core.video import read_video_frames, write_wav
 
 from ..evaluation.temporal import mouth_audio_correlation, seam_ratio
 from .corpus import identity_from_dict
-from .faces import EMOTIONS, portrait_of
+from .faces import EMOTIONS, FaceState, portrait_of, render_face
 from .speech import insert_silences, mouth_openings
 
 PROMPT_FORM = "A person is talking with {} emotion."  # the README command's wording
@@ -149,6 +151,29 @@ def check_silence(out: Path, speech: np.ndarray, rate: int, fps: float, referenc
     }
 
 
+DRAWN_OPENINGS = (0.0, 0.3, 0.6)  # mouth openings of the drawings the reader is shown: closed, speaking
+
+
+def reader_on_drawings(frame_reader, work: Path, size: int) -> dict:
+    """What the frame reader reads on the sample person's own drawings, cut as the model frames them:
+    the portrait's emotion probabilities, and per emotion (drawn at intensity 1 with the mouth at
+    `DRAWN_OPENINGS`) the emotion read most often. A reading of the videos means only as much as
+    the reader gets these right. The sample person is the held-out person the bundle's portrait was
+    drawn from (`demo_bundle.write_bundle`)."""
+    from .evaluation import in_model_framing  # torch and the pipeline: only when a reader is given
+
+    first = json.loads((work / "corpus" / "held_out" / "clips.jsonl").read_text().splitlines()[0])
+    person = identity_from_dict(first["identity"])
+    portrait_probabilities = frame_reader.read(in_model_framing(portrait_of(person, size)[None], person))[1][0]
+    drawn = {}
+    for emotion in EMOTIONS:
+        frames = np.stack([render_face(person, FaceState(opening, emotion, 1.0), size) for opening in DRAWN_OPENINGS])
+        read = frame_reader.read(in_model_framing(frames, person))[1].argmax(axis=1)
+        drawn[emotion] = [EMOTIONS[int(index)] for index in read]
+    return {"portrait": {name: round(float(value), 3) for name, value in zip(EMOTIONS, portrait_probabilities)},
+            "drawn": drawn, "openings": list(DRAWN_OPENINGS)}
+
+
 def model_crop(image: np.ndarray, size: int) -> np.ndarray:
     """(size, size, 3) uint8: a portrait (drawn or a photograph) as the demo command frames it."""
     pixels = find_face(image, demo_face_analyzer(), size=size).pixel_values[0]
@@ -188,6 +213,10 @@ def check_demo(work: Path | None = None, emotions=EMOTIONS, frame_reader=None, a
         people = {name: value for name, value in people.items()
                   if name == "sample" or np.abs(value - people["sample"]).mean() > 1e-3}
 
+    drawings = None
+    if frame_reader is not None and work is not None and (Path(work) / "corpus" / "held_out" / "clips.jsonl").is_file():
+        drawings = reader_on_drawings(frame_reader, Path(work), bundle.size)
+
     results = {}
     with tempfile.TemporaryDirectory() as folder:
         # With a work folder the videos are kept (eval/demo_videos/) for a person to look at.
@@ -222,7 +251,7 @@ def check_demo(work: Path | None = None, emotions=EMOTIONS, frame_reader=None, a
                            "audio_off_in_silence": generation.audio_off_in_silence,
                            "motion_reference_mix": generation.motion_reference_mix,
                            "people_compared": len(people), "extra_args": [*audio_args, *extra_args]},
-              "videos": results, "silence": silence}
+              "videos": results, "silence": silence, "reader_on_drawings": drawings}
     if work is not None:
         (Path(work) / "eval").mkdir(parents=True, exist_ok=True)
         (Path(work) / "eval" / "demo_check.json").write_text(json.dumps(report, indent=2) + "\n")

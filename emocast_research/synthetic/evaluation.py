@@ -1,8 +1,9 @@
 """Learning metrics of the synthetic benchmark, computed by the project itself.
 
-A small `FrameReader` CNN is trained on ground-truth synthetic frames (rendered, then passed
-through the run's VAE so that it sees the same kind of pictures the model generates) to read two
-things from a frame: the mouth opening, and the emotion (5 classes). With it:
+A small `FrameReader` CNN is trained on ground-truth synthetic frames of freshly drawn people
+(rendered, half of them passed through the run's VAE so that it sees the same kind of pictures the
+model generates) to read two things from a frame: the mouth opening, and the emotion (5 classes).
+With it:
 
 * lip sync: Pearson correlation, per held-out clip, between the read mouth opening of the generated
   frames and the clip's audio envelope. Controls: the same measure on the ground-truth video (upper
@@ -63,6 +64,19 @@ logger = logging.getLogger(__name__)
 INTENSITIES = (0.0, 0.5, 1.0, 1.5)
 FRAME_READER_FILE = "frame_reader.pt"
 READ_SIZE = 64  # the frame reader's input side; larger frames are reduced to it (area averaging)
+# The frame reader learns from freshly drawn people, as the VAE does (`benchmark.vae_frames`): trained
+# on the 32 training people only, readers read the held-out sample portrait's neutral face as happy
+# (0.95) or surprised, depending on their seed, and held-out ground truth right 0.75-0.85 of the time.
+READER_PEOPLE = 600
+READER_FRAMES = 8000
+READER_STEPS = 3000
+READER_SEED_OFFSET = 50  # people no other part of the run draws
+
+
+def reader_people(seed: int, count: int = READER_PEOPLE) -> list[Identity]:
+    """`count` freshly drawn people to train the frame reader on (none of them in the corpus)."""
+    rng = np.random.default_rng(seed + READER_SEED_OFFSET)
+    return [Identity.sample(rng) for _ in range(count)]
 
 
 def at_read_size(frames: np.ndarray) -> np.ndarray:
@@ -146,18 +160,30 @@ def through_vae(vae, frames: np.ndarray) -> np.ndarray:
     return torch.cat(out).numpy()
 
 
+def blurred(frames: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
+    """Each frame under a Gaussian blur of a random width (0.5-2 px at 128 px, scaled with `size`)."""
+    return np.stack([cv2.GaussianBlur(frame, (0, 0), rng.uniform(0.5, 2.0) * size / 128) for frame in frames])
+
+
 def train_frame_reader(identities: Sequence[Identity], vae, steps: int, seed: int = 0, count: int = 4000,
                        size: int = READ_SIZE) -> FrameReader:
     """A fixed number of steps (not seconds): on a busy machine a time budget gave an undertrained
     reader, and a weak measuring tool reads every generated emotion as the same class. The frames are
-    drawn at the model's `size` (the VAE's), then reduced to the reader's."""
+    drawn at the model's `size` (the VAE's), then reduced to the reader's.
+
+    A third of the frames is read as drawn, a third blurred and a third as the VAE gives them back:
+    generated frames are soft, but not the way an encode-decode is (they keep eyes the VAE's encoder
+    blurs away). On held-out people's drawings, a reader trained on drawn and VAE frames only read
+    0.98 of them right as drawn, 0.94 blurred and 0.74 through the VAE; with the blurred third added,
+    0.98, 0.97 and 0.78 (one trained on drawn and blurred frames only: 0.99, 0.98, but 0.36 through
+    the VAE)."""
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     frames, openings, emotions = ground_truth_frames(identities, count, rng, size)
+    third = count // 3
     if vae is not None:
-        # Half the frames as drawn, half as the VAE gives them back.
-        half = count // 2
-        frames[:half] = through_vae(vae, frames[:half])
+        frames[:third] = through_vae(vae, frames[:third])
+    frames[third:2 * third] = blurred(frames[third:2 * third], rng, size)
     data = torch.from_numpy(at_read_size(frames)).float().div(255.0)
     targets_open, targets_emotion = torch.from_numpy(openings), torch.from_numpy(emotions)
     reader = FrameReader()
@@ -238,12 +264,12 @@ def evaluate_benchmark(bench) -> dict:
     size = bench.size
     generator = SyntheticGenerator(models, preset.eval_steps, seed=preset.seed, size=size)
 
-    train_rows = [json.loads(line) for line in (bench.train_corpus / "clips.jsonl").read_text().splitlines()]
     held_rows = [json.loads(line) for line in (bench.held_out_corpus / "clips.jsonl").read_text().splitlines()]
-    train_identities = list({row["speaker"]: identity_from_dict(row["identity"]) for row in train_rows}.values())
     held_identities = {row["speaker"]: identity_from_dict(row["identity"]) for row in held_rows}
-    reader = train_frame_reader(train_identities, models.vae, steps=1500 if preset.eval_clips > 2 else 50, seed=preset.seed,
-                                size=size)
+    full = preset.eval_clips > 2
+    reader = train_frame_reader(reader_people(preset.seed, READER_PEOPLE if full else 12), models.vae,
+                                steps=READER_STEPS if full else 50, seed=preset.seed,
+                                count=READER_FRAMES if full else 400, size=size)
     torch.save(reader.state_dict(), out_dir / FRAME_READER_FILE)  # the check step reads the demo's videos with it
     started = time.time()
     max_frames = 48
@@ -309,8 +335,15 @@ def evaluate_benchmark(bench) -> dict:
     rising = sum(all(b >= a - 0.02 for a, b in pairwise(s)) and s[-1] - s[0] >= 0.05 for s in sweep.values())
 
     # --- the reader itself on held-out ground truth (how good the measuring tool is) -------------
-    truth_frames, truth_open, truth_emotion = ground_truth_frames(list(held_identities.values()), 500, np.random.default_rng(9))
+    # As drawn, blurred, and through the VAE: generated frames lie somewhere between these.
+    truth_rng = np.random.default_rng(9)
+    truth_frames, truth_open, truth_emotion = ground_truth_frames(list(held_identities.values()), 500, truth_rng, size)
     read_open, read_prob = reader.read(truth_frames)
+    truth_accuracy = {
+        "drawn": float((read_prob.argmax(1) == truth_emotion).mean()),
+        "blurred": float((reader.read(blurred(truth_frames, truth_rng, size))[1].argmax(1) == truth_emotion).mean()),
+        "through_vae": float((reader.read(through_vae(models.vae, truth_frames))[1].argmax(1) == truth_emotion).mean()),
+    }
 
     metrics = {
         "lip_sync": {
@@ -332,7 +365,8 @@ def evaluate_benchmark(bench) -> dict:
         },
         "frame_reader": {
             "opening_r_on_truth": pearson(read_open, truth_open),
-            "emotion_accuracy_on_truth": float((read_prob.argmax(1) == truth_emotion).mean()),
+            "emotion_accuracy_on_truth": truth_accuracy["drawn"],
+            "emotion_accuracy_on_truth_by_look": truth_accuracy,
         },
         "settings": {"denoising_steps": preset.eval_steps, "guidance_scale": 3.5, "export": bench.latest_export().name,
                      "seconds": round(time.time() - started)},
