@@ -160,3 +160,16 @@ def test_the_frame_readers_blurred_frames_keep_their_shape_and_lose_detail():
     soft = blurred(frames, np.random.default_rng(0), size=128)
     assert soft.shape == frames.shape and soft.dtype == np.uint8
     assert np.abs(np.diff(soft.astype(int), axis=2)).mean() < 0.5 * np.abs(np.diff(frames.astype(int), axis=2)).mean()
+
+
+@pytest.mark.parametrize("scores, expected", [
+    ((0.05, 0.3, 0.6, 0.8), True),
+    ((0.05, 0.3, 0.29, 0.8), True),  # a dip within the reader's noise
+    ((0.15, 0.31, 0.41, 0.33), False),  # falls at the end
+    ((0.81, 0.96, 0.98, 0.96), False),  # the neutral face is already read as the emotion
+    ((0.10, 0.11, 0.12, 0.13), False),  # flat
+])
+def test_an_intensity_dial_starts_from_a_face_not_read_as_the_emotion_and_rises(scores, expected):
+    from emocast_research.synthetic.evaluation import is_dial
+
+    assert is_dial(scores) is expected
