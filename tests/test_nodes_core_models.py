@@ -17,6 +17,7 @@ import pytest
 import torch
 from comfy_in_process import import_comfyui, load_pack, node_classes
 from safetensors.torch import load_file
+from tolerances import FLOAT16_BANK, assert_close_to_official
 
 import_comfyui()
 
@@ -133,8 +134,10 @@ def test_a_partial_load_computes_what_a_full_load_computes(nodes, models_root, o
         patcher.unpatch_model(device_to=torch.device("cpu"))
     assert partial.dtype == torch.float32
     # Same float32 maths on the same weights (float64 copies of float32 values are exact): only summation
-    # order may differ between the cast and plain kernels.
-    torch.testing.assert_close(partial, full, rtol=1e-5, atol=1e-5)
+    # order may differ between the cast and plain kernels. The reference features pass through upstream's
+    # float16 bank, where a difference of one float32 rounding can flip a float16 rounding (seen: 1.3e-4
+    # on outputs of up to 7.5 on one x86-64 machine, 0 on another), so the float16-bank tolerance applies.
+    assert_close_to_official("partial-load guided prediction", partial, full, FLOAT16_BANK)
 
 
 def test_load_to_device_loads_plain_models_whole(nodes, models_root, monkeypatch):
