@@ -119,6 +119,7 @@ class _RecordingReader:
 
 def test_the_reader_is_shown_the_sample_persons_own_drawings_in_the_models_framing(tmp_path):
     from emocast_research.synthetic.corpus import sample_identities
+    from emocast_research.synthetic.demo_bundle import sample_person
     from emocast_research.synthetic.demo_check import DRAWN_OPENINGS, reader_on_drawings
     from emocast_research.synthetic.evaluation import in_model_framing
     from emocast_research.synthetic.faces import EMOTIONS, portrait_of
@@ -131,7 +132,7 @@ def test_the_reader_is_shown_the_sample_persons_own_drawings_in_the_models_frami
     (held_out / "clips.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     reader = _RecordingReader(answer=EMOTIONS.index("sad"))
 
-    report = reader_on_drawings(reader, tmp_path, size=64)
+    report = reader_on_drawings(reader, sample_person(held_out), size=64)
 
     assert report["portrait"] == {name: (1.0 if name == "sad" else 0.0) for name in EMOTIONS}
     assert report["drawn"] == {emotion: ["sad"] * len(DRAWN_OPENINGS) for emotion in EMOTIONS}

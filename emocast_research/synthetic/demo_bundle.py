@@ -10,7 +10,6 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import torch
 from diffusers import AutoencoderKL
 from PIL import Image
@@ -19,13 +18,20 @@ from emocast_core.checkpoint import convert_checkpoint
 from emocast_core.video import write_wav
 
 from .corpus import identity_from_dict
-from .faces import portrait_of
+from .faces import Identity, portrait_of
 from .speech import SAMPLE_RATE, speak
 
 # No pause inside: the training speech has none, and a stretch of digital silence in the middle of a
 # sentence breaks the face up while it lasts (docs/demo-model.md, Limits).
 DEMO_SENTENCE = "This face was drawn by a program and it learned to talk from synthetic speech."
 PORTRAIT_SIZE = 256
+
+
+def sample_person(held_out_corpus: Path) -> Identity:
+    """The person the bundle's sample portrait shows: the held-out corpus's first, so the demo shows a
+    face the model never saw in training."""
+    first = json.loads((Path(held_out_corpus) / "clips.jsonl").read_text().splitlines()[0])
+    return identity_from_dict(first["identity"])
 
 
 def write_bundle(bench, out: Path, metrics: dict | None = None) -> Path:
@@ -46,9 +52,7 @@ def write_bundle(bench, out: Path, metrics: dict | None = None) -> Path:
     shutil.rmtree(out / "wav2vec2", ignore_errors=True)
     shutil.copytree(bench.wav2vec_dir, out / "wav2vec2")
 
-    # A held-out person: the demo shows a face the model never saw in training.
-    first = json.loads((bench.held_out_corpus / "clips.jsonl").read_text().splitlines()[0])
-    Image.fromarray(portrait_of(identity_from_dict(first["identity"]), PORTRAIT_SIZE)).save(out / "portrait.png")
+    Image.fromarray(portrait_of(sample_person(bench.held_out_corpus), PORTRAIT_SIZE)).save(out / "portrait.png")
     waveform = speak(DEMO_SENTENCE, "en-us", 150)
     write_wav(out / "speech.wav", waveform[None], SAMPLE_RATE)
 

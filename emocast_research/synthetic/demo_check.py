@@ -57,7 +57,7 @@ from emocast_core.video import read_video_frames, write_wav
 
 from ..evaluation.temporal import mouth_audio_correlation, seam_ratio
 from .corpus import identity_from_dict
-from .faces import EMOTIONS, FaceState, portrait_of, render_face
+from .faces import EMOTIONS, FaceState, Identity, portrait_of, render_face
 from .speech import insert_silences, mouth_openings
 
 PROMPT_FORM = "A person is talking with {} emotion."  # the README command's wording
@@ -154,16 +154,13 @@ def check_silence(out: Path, speech: np.ndarray, rate: int, fps: float, referenc
 DRAWN_OPENINGS = (0.0, 0.3, 0.6)  # mouth openings of the drawings the reader is shown: closed, speaking
 
 
-def reader_on_drawings(frame_reader, work: Path, size: int) -> dict:
-    """What the frame reader reads on the sample person's own drawings, cut as the model frames them:
-    the portrait's emotion probabilities, and per emotion (drawn at intensity 1 with the mouth at
-    `DRAWN_OPENINGS`) the emotion read most often. A reading of the videos means only as much as
-    the reader gets these right. The sample person is the held-out person the bundle's portrait was
-    drawn from (`demo_bundle.write_bundle`)."""
+def reader_on_drawings(frame_reader, person: Identity, size: int) -> dict:
+    """What the frame reader reads on `person`'s own drawings (the sample person,
+    `demo_bundle.sample_person`), cut as the model frames them: the portrait's emotion probabilities,
+    and per emotion (drawn at intensity 1 with the mouth at `DRAWN_OPENINGS`) the emotion read most
+    often. A reading of the videos means only as much as the reader gets these right."""
     from .evaluation import in_model_framing  # torch and the pipeline: only when a reader is given
 
-    first = json.loads((work / "corpus" / "held_out" / "clips.jsonl").read_text().splitlines()[0])
-    person = identity_from_dict(first["identity"])
     portrait_probabilities = frame_reader.read(in_model_framing(portrait_of(person, size)[None], person))[1][0]
     drawn = {}
     for emotion in EMOTIONS:
@@ -203,8 +200,10 @@ def check_demo(work: Path | None = None, emotions=EMOTIONS, frame_reader=None, a
         return recognizer.attributes(frame, faces[0].bbox if faces else None)
 
     people = {"sample": attributes(reference)}
-    if work is not None and (Path(work) / "corpus" / "held_out" / "clips.jsonl").is_file():
-        rows = [json.loads(line) for line in (Path(work) / "corpus" / "held_out" / "clips.jsonl").read_text().splitlines()]
+    held_out = Path(work) / "corpus" / "held_out" if work is not None else None
+    has_held_out = held_out is not None and (held_out / "clips.jsonl").is_file()
+    if has_held_out:
+        rows = [json.loads(line) for line in (held_out / "clips.jsonl").read_text().splitlines()]
         for row in rows:
             if row["speaker"] not in people:
                 drawn = portrait_of(identity_from_dict(row["identity"]), bundle.size)
@@ -214,8 +213,10 @@ def check_demo(work: Path | None = None, emotions=EMOTIONS, frame_reader=None, a
                   if name == "sample" or np.abs(value - people["sample"]).mean() > 1e-3}
 
     drawings = None
-    if frame_reader is not None and work is not None and (Path(work) / "corpus" / "held_out" / "clips.jsonl").is_file():
-        drawings = reader_on_drawings(frame_reader, Path(work), bundle.size)
+    if frame_reader is not None and has_held_out:
+        from .demo_bundle import sample_person  # torch and diffusers: only when a reader is given
+
+        drawings = reader_on_drawings(frame_reader, sample_person(held_out), bundle.size)
 
     results = {}
     with tempfile.TemporaryDirectory() as folder:
