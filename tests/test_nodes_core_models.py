@@ -250,9 +250,12 @@ def test_sampler_with_comfy_vae_makes_the_frames_of_the_diffusers_vae(nodes, mod
     expected = run(nodes["EmoCASTSampler"], model=with_folder, **conditions, **SAMPLER).result[0]
     frames = run(nodes["EmoCASTSampler"], model=with_comfy_vae, **conditions, **SAMPLER).result[0]
     # Two clips of 4 frames: the second continues from frames re-encoded by the VAE, so encode and decode
-    # both count. The VAEs agree to ~1e-5 (see above); the network, one step, does not amplify that much.
+    # both count. The VAEs agree to ~1e-5 (see above); the network, one step, does not amplify that much,
+    # but the reference features pass through upstream's float16 bank, where that difference can flip a
+    # float16 rounding (seen: 1.06e-3 on one pixel with ATEN_CPU_CAPABILITY=avx2), so the float16-bank
+    # tolerance applies.
     assert frames.shape == expected.shape == (5, 64, 64, 3)
-    torch.testing.assert_close(frames, expected, rtol=0, atol=1e-3)
+    assert_close_to_official("frames with ComfyUI's VAE", frames, expected, FLOAT16_BANK)
 
 
 # --- ComfyUI's CLIP -------------------------------------------------------------------------------------
